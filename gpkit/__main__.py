@@ -1,0 +1,3 @@
+from gpkit.cli import main
+
+raise SystemExit(main())

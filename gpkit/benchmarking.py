@@ -1,0 +1,281 @@
+"""The one benchmark harness: time gpkit and its baselines side by side in one process.
+
+A benchmark is a script ``benchmarks/<name>.py`` that defines ``main(bench: Benchmark)``. ``gpkit bench <name>``
+(or :func:`run_benchmark`) builds the :class:`Benchmark`, calls ``main`` and writes
+``benchmarks/results/<name>.json`` (machine, device, versions, every row) and ``<name>.md`` (tables with ratios).
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["Benchmark", "Measurement", "run_benchmark", "benchmarks_dir"]
+
+
+@dataclass
+class Measurement:
+    """Result of :meth:`Benchmark.measure`: median seconds over repeats, every time, peak memory, last value."""
+
+    seconds: float
+    times: list[float]
+    peak_memory_mb: float
+    value: Any = None
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _PeakRSS:
+    """Samples the resident set size in a thread; reports the peak above the level at entry."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+
+    def __enter__(self):
+        self.start = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def megabytes(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+@dataclass
+class Benchmark:
+    """Collects timed rows for one benchmark run. See the module docstring."""
+
+    name: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float64
+    quick: bool = False
+    repeats: int = 3
+    warmup: int = 1
+    rows: list[dict] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ measuring
+    def measure(self, fn: Callable[[], Any], repeats: int | None = None, warmup: int | None = None) -> Measurement:
+        """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed.
+
+        :return: median seconds, all times, peak memory in MB (CUDA: max allocated; CPU: peak RSS growth).
+        """
+        repeats = self.repeats if repeats is None else repeats
+        warmup = self.warmup if warmup is None else warmup
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        cuda = self.device.type == "cuda"
+        for _ in range(warmup):
+            fn()
+        gc.collect()
+        times, value = [], None
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+        with _PeakRSS() as rss:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                value = fn()
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                times.append(time.perf_counter() - start)
+        if cuda:
+            peak = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
+        else:
+            peak = rss.megabytes
+        return Measurement(statistics.median(times), times, peak, value)
+
+    # ------------------------------------------------------------------ recording
+    def add(self, case: str, method: str, **metrics) -> dict:
+        """Add one result row (``case`` = data set / setting, ``method`` = gpkit model or baseline)."""
+        row = {"case": case, "method": method, **{k: _plain(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        return row
+
+    def published(self, case: str, method: str, source: str, **metrics) -> dict:
+        """Record a published or reference number: shown beside ours, never run here."""
+        return self.add(case, method, source=source, published=True, **metrics)
+
+    def compare(self, method: str, baselines: list[str], metrics: list[str]) -> None:
+        """Declare ratio columns ``metric(method) / metric(baseline)`` for every case that has both rows."""
+        self.comparisons.append({"method": method, "baselines": list(baselines), "metrics": list(metrics)})
+
+    def note(self, text: str) -> None:
+        """A paragraph for the markdown report (setup, cost growth, what did not reproduce)."""
+        self.notes.append(text)
+
+    # ------------------------------------------------------------------ reporting
+    def ratios(self) -> list[dict]:
+        out = []
+        for comp in self.comparisons:
+            for case in dict.fromkeys(r["case"] for r in self.rows):
+                mine = self._row(case, comp["method"])
+                for base in comp["baselines"]:
+                    other = self._row(case, base)
+                    if mine is None or other is None:
+                        continue
+                    ratio = {"case": case, "method": comp["method"], "baseline": base}
+                    for metric in comp["metrics"]:
+                        a, b = mine.get(metric), other.get(metric)
+                        if isinstance(a, int | float) and isinstance(b, int | float) and b != 0:
+                            ratio[f"{metric} ratio"] = a / b
+                    out.append(ratio)
+        return out
+
+    def _row(self, case: str, method: str) -> dict | None:
+        rows = [r for r in self.rows if r["case"] == case and r["method"] == method and not r.get("published")]
+        return rows[-1] if rows else None
+
+    def environment(self) -> dict:
+        import gpytorch
+        import linear_operator
+
+        env = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "gpytorch": gpytorch.__version__,
+            "linear_operator": linear_operator.__version__,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "quick": self.quick,
+        }
+        try:
+            import botorch
+
+            env["botorch"] = botorch.__version__
+        except ImportError:  # pragma: no cover
+            pass
+        if self.device.type == "cuda":
+            env["device_name"] = torch.cuda.get_device_name(self.device)
+        return env
+
+    def markdown(self) -> str:
+        env = self.environment()
+        lines = [f"# Benchmark `{self.name}`", ""]
+        lines.append(
+            f"{env['date']} · {env.get('device_name', env['device'])} · {env['cpu_count']} CPUs "
+            f"({env['torch_threads']} torch threads) · torch {env['torch']} · gpytorch {env['gpytorch']} · "
+            f"{env['dtype']}{' · quick mode' if self.quick else ''}"
+        )
+        lines.append("")
+        lines += _table(self.rows)
+        ratios = self.ratios()
+        if ratios:
+            lines += ["", "## Ratios (gpkit / baseline; < 1 means gpkit is lower)", ""]
+            lines += _table(ratios)
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def save(self, results_dir: Path | str) -> tuple[Path, Path]:
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{self.name}{'-quick' if self.quick else ''}"
+        if self.device.type == "cuda":
+            stem += "-cuda"
+        json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
+        payload = {
+            "benchmark": self.name,
+            "environment": self.environment(),
+            "rows": self.rows,
+            "ratios": self.ratios(),
+            "notes": self.notes,
+        }
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
+        md_path.write_text(self.markdown())
+        return json_path, md_path
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+def _table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["(no rows)"]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return lines
+
+
+def benchmarks_dir() -> Path:
+    """The ``benchmarks/`` folder of the source checkout (or of the working directory)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / "benchmarks").is_dir():
+            return root / "benchmarks"
+    raise FileNotFoundError("no benchmarks/ folder found next to gpkit or in the working directory")
+
+
+def available_benchmarks() -> list[str]:
+    try:
+        folder = benchmarks_dir()
+    except FileNotFoundError:
+        return []
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_") and p.stem != "run")
+
+
+def run_benchmark(name: str, device: str = "cpu", quick: bool = False, results_dir: Path | None = None) -> Benchmark:
+    """Run ``benchmarks/<name>.py`` and write its results; returns the filled :class:`Benchmark`."""
+    path = benchmarks_dir() / f"{name}.py"
+    if not path.is_file():
+        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(available_benchmarks()) or 'none'}")
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+    spec = importlib.util.spec_from_file_location(f"gpkit_benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bench = Benchmark(name=name, device=torch_device, quick=quick)
+    module.main(bench)
+    json_path, md_path = bench.save(results_dir or path.parent / "results")
+    print(bench.markdown())
+    print(f"wrote {json_path} and {md_path}")
+    return bench

@@ -1,0 +1,172 @@
+import math
+
+import gpytorch
+import pytest
+import torch
+from sklearn.datasets import load_diabetes
+
+import gpkit
+
+
+def _diabetes_split():
+    X, y = load_diabetes(return_X_y=True)
+    X, y = torch.as_tensor(X), torch.as_tensor(y)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    train, test = perm[:350], perm[350:]
+    x_mean, x_std = X[train].mean(0), X[train].std(0)
+    y_mean, y_std = y[train].mean(), y[train].std()
+    X = (X - x_mean) / x_std
+    y = (y - y_mean) / y_std
+    return X[train], y[train], X[test], y[test]
+
+
+class ExactGP(gpytorch.models.ExactGP):
+    def __init__(self, X, y, likelihood):
+        super().__init__(X, y, likelihood)
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=X.shape[-1]))
+
+    def forward(self, x):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+class SVGP(gpytorch.models.ApproximateGP):
+    def __init__(self, inducing_points):
+        distribution = gpytorch.variational.CholeskyVariationalDistribution(inducing_points.shape[0])
+        strategy = gpytorch.variational.VariationalStrategy(
+            self, inducing_points, distribution, learn_inducing_locations=True
+        )
+        super().__init__(strategy)
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.RBFKernel(ard_num_dims=inducing_points.shape[-1])
+        )
+
+    def forward(self, x):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+def _rmse(model, likelihood, X, y):
+    model.eval()
+    likelihood.eval()
+    with torch.no_grad():
+        mean = model(X).mean
+    return (mean - y).pow(2).mean().sqrt().item()
+
+
+def test_svgp_matches_exact_gp_rmse_on_real_data():
+    X, y, X_test, y_test = _diabetes_split()
+    exact_likelihood = gpytorch.likelihoods.GaussianLikelihood()
+    exact = gpkit.fit(ExactGP(X, y, exact_likelihood), max_iter=150, lr=0.05)
+    exact_rmse = _rmse(exact, exact_likelihood, X_test, y_test)
+
+    svgp_likelihood = gpytorch.likelihoods.GaussianLikelihood()
+    svgp = SVGP(X[torch.randperm(len(X))[:64]].clone())
+    gpkit.fit(svgp, train_X=X, train_Y=y.unsqueeze(-1), likelihood=svgp_likelihood, epochs=60, lr=0.02,
+              batch_size=64, seed=0)
+    svgp_rmse = _rmse(svgp, svgp_likelihood, X_test, y_test)
+
+    assert exact.fit_history[-1] < exact.fit_history[0]
+    assert svgp.fit_history[-1] < svgp.fit_history[0]
+    assert exact_rmse < 0.85  # the GP explains a real part of the variance of standardised y
+    assert svgp_rmse <= 1.05 * exact_rmse
+
+
+class Quadratic(torch.nn.Module):
+    """A full-batch objective with a known minimiser, exercising the ``loss()`` protocol."""
+
+    def __init__(self):
+        super().__init__()
+        self.x = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
+
+    def loss(self):
+        return ((self.x - torch.tensor([1.0, 0.5])) ** 2).sum()
+
+
+@pytest.mark.parametrize("optimizer, max_iter", [("adam", 2000), ("lbfgs", 20)])
+def test_fullbatch_reaches_minimiser(optimizer, max_iter):
+    obj = gpkit.fit(Quadratic(), optimizer=optimizer, max_iter=max_iter, lr=0.05 if optimizer == "adam" else 1.0)
+    assert torch.allclose(obj.x.detach(), torch.tensor([1.0, 0.5]), atol=1e-3)
+    assert not obj.training
+
+
+class MeanOfData(torch.nn.Module):
+    """A minibatch objective: the per-datum loss is (theta - y_i)^2, minimised by mean(y)."""
+
+    def __init__(self, y):
+        super().__init__()
+        self.y = y
+        self.num_data = len(y)
+        self.theta = torch.nn.Parameter(torch.zeros(()))
+        self.seen = torch.zeros(len(y), dtype=torch.long)
+        self.epochs_seen = []
+
+    def batch_loss(self, index):
+        self.seen[index] += 1
+        return ((self.theta - self.y[index]) ** 2).mean()
+
+    def on_epoch_end(self, epoch):
+        self.epochs_seen.append(epoch)
+
+
+def test_minibatch_visits_every_datum_once_per_epoch_and_converges():
+    y = torch.randn(103) + 2.0
+    obj = gpkit.fit(MeanOfData(y), epochs=40, batch_size=10, lr=0.05, schedule="cosine")
+    assert torch.equal(obj.seen, torch.full((103,), 40))
+    assert obj.epochs_seen == list(range(1, 41))
+    assert abs(obj.theta.item() - y.mean().item()) < 0.02
+    assert len(obj.fit_history) == 40
+
+
+def test_callback_stops_and_sees_state():
+    states = []
+    gpkit.fit(Quadratic(), max_iter=100, callback=lambda s: states.append(s) or s.iteration >= 7)
+    assert [s.iteration for s in states] == list(range(1, 8))
+    assert all(math.isfinite(s.loss) for s in states)
+
+
+def test_tolerance_stops_early():
+    obj = gpkit.fit(Quadratic(), optimizer="lbfgs", max_iter=500, lr=1.0, tol=1e-8, patience=3)
+    assert len(obj.fit_history) < 500
+
+
+class BlowsUp(Quadratic):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def loss(self):
+        self.calls += 1
+        if self.calls > 30:
+            return self.x.sum() * float("nan")
+        return super().loss()
+
+
+def test_nan_loss_raises_and_restores_last_good_state():
+    obj = BlowsUp()
+    with pytest.raises(FloatingPointError, match="iteration 31.*restored to the state after it 30"):
+        gpkit.fit(obj, max_iter=100, lr=0.1)
+    assert torch.isfinite(obj.x).all()
+    assert not torch.equal(obj.x.detach(), torch.tensor([3.0, -2.0]))
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"schedule": "linear"}, "schedule"),
+        ({"learning_rate": 0.1}, "unknown option"),
+    ],
+)
+def test_bad_options(options, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        gpkit.fit(Quadratic(), **options)
+
+
+def test_unknown_object_and_missing_data():
+    with pytest.raises(TypeError, match="cannot train"):
+        gpkit.fit(torch.nn.Linear(2, 1))
+    with pytest.raises(ValueError, match="train_X"):
+        gpkit.fit(SVGP(torch.randn(4, 2)), likelihood=gpytorch.likelihoods.GaussianLikelihood())
