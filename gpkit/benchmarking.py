@@ -264,12 +264,12 @@ def available_benchmarks() -> list[str]:
 
 def run_benchmark(name: str, device: str = "cpu", quick: bool = False, results_dir: Path | None = None) -> Benchmark:
     """Run ``benchmarks/<name>.py`` and write its results; returns the filled :class:`Benchmark`."""
-    path = benchmarks_dir() / f"{name}.py"
-    if not path.is_file():
-        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(available_benchmarks()) or 'none'}")
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+    path = benchmarks_dir() / f"{name}.py"
+    if not path.is_file():
+        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(available_benchmarks()) or 'none'}")
     spec = importlib.util.spec_from_file_location(f"gpkit_benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

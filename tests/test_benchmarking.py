@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+
+from gpkit.benchmarking import Benchmark, available_benchmarks, run_benchmark
+
+
+def test_measure_records_median_value_and_memory():
+    bench = Benchmark("toy", repeats=5, warmup=2)
+    calls = []
+
+    def work():
+        calls.append(1)
+        return torch.ones(2_000_000).sum().item()  # allocates ~16 MB
+
+    m = bench.measure(work)
+    assert len(calls) == 7 and len(m.times) == 5
+    assert m.value == 2_000_000
+    assert min(m.times) <= m.seconds <= max(m.times)
+    assert m.peak_memory_mb >= 0
+
+
+def test_ratios_markdown_and_json(tmp_path):
+    bench = Benchmark("toy")
+    bench.add("data-a", "gpkit", rmse=1.0, seconds=2.0)
+    bench.add("data-a", "baseline", rmse=2.0, seconds=1.0)
+    bench.add("data-b", "gpkit", rmse=3.0, seconds=1.0)  # no baseline row: no ratio
+    bench.published("data-a", "paper", source="Table 1", rmse=0.9)
+    bench.compare("gpkit", ["baseline"], ["rmse", "seconds"])
+    bench.note("cost grows linearly")
+    ratios = bench.ratios()
+    assert ratios == [{"case": "data-a", "method": "gpkit", "baseline": "baseline", "rmse ratio": 0.5,
+                       "seconds ratio": 2.0}]
+    json_path, md_path = bench.save(tmp_path)
+    payload = json.loads(json_path.read_text())
+    assert payload["environment"]["torch"] == torch.__version__
+    assert len(payload["rows"]) == 4 and payload["ratios"] == ratios
+    md = md_path.read_text()
+    assert "| data-a | gpkit | baseline | 0.5 | 2 |" in md
+    assert "Table 1" in md and "cost grows linearly" in md
+
+
+def test_run_benchmark_from_a_benchmarks_folder(tmp_path, monkeypatch):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "toy.py").write_text(
+        "def main(bench):\n"
+        "    m = bench.measure(lambda: 1 + 1, repeats=2, warmup=0)\n"
+        "    bench.add('case', 'gpkit', seconds=m.seconds, quick=bench.quick)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert available_benchmarks() == ["toy"]
+    bench = run_benchmark("toy", quick=True)
+    assert bench.rows[0]["quick"] is True
+    assert (tmp_path / "benchmarks" / "results" / "toy-quick.json").is_file()
+    with pytest.raises(ValueError, match="unknown benchmark 'nope'; available: toy"):
+        run_benchmark("nope")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="repeats"):
+        Benchmark("toy").measure(lambda: None, repeats=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            run_benchmark("neighbors", device="cuda")
