@@ -126,9 +126,19 @@ class Benchmark:
         """Record a published or reference number: shown beside ours, never run here."""
         return self.add(case, method, source=source, published=True, **metrics)
 
-    def compare(self, method: str, baselines: list[str], metrics: list[str]) -> None:
-        """Declare ratio columns ``metric(method) / metric(baseline)`` for every case that has both rows."""
-        self.comparisons.append({"method": method, "baselines": list(baselines), "metrics": list(metrics)})
+    def compare(
+        self, method: str, baselines: list[str], metrics: list[str], differences: list[str] | None = None
+    ) -> None:
+        """Declare comparison columns for every case that has rows for both ``method`` and a baseline.
+
+        :param metrics: reported as ratios ``metric(method) / metric(baseline)`` (times, memory, RMSE).
+        :param differences: reported as ``metric(method) - metric(baseline)``, for metrics that can be
+            negative, such as a negative log likelihood.
+        """
+        self.comparisons.append(
+            {"method": method, "baselines": list(baselines), "metrics": list(metrics),
+             "differences": list(differences or [])}
+        )
 
     def note(self, text: str) -> None:
         """A paragraph for the markdown report (setup, cost growth, what did not reproduce)."""
@@ -147,8 +157,12 @@ class Benchmark:
                     ratio = {"case": case, "method": comp["method"], "baseline": base}
                     for metric in comp["metrics"]:
                         a, b = mine.get(metric), other.get(metric)
-                        if isinstance(a, int | float) and isinstance(b, int | float) and b != 0:
+                        if _number(a) and _number(b) and b != 0:
                             ratio[f"{metric} ratio"] = a / b
+                    for metric in comp["differences"]:
+                        a, b = mine.get(metric), other.get(metric)
+                        if _number(a) and _number(b):
+                            ratio[f"{metric} diff"] = a - b
                     out.append(ratio)
         return out
 
@@ -196,7 +210,7 @@ class Benchmark:
         lines += _table(self.rows)
         ratios = self.ratios()
         if ratios:
-            lines += ["", "## Ratios (gpkit / baseline; < 1 means gpkit is lower)", ""]
+            lines += ["", "## Comparisons (ratio: gpkit / baseline, < 1 means gpkit is lower; diff: gpkit - baseline)", ""]
             lines += _table(ratios)
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
@@ -219,6 +233,10 @@ class Benchmark:
         json_path.write_text(json.dumps(payload, indent=2) + "\n")
         md_path.write_text(self.markdown())
         return json_path, md_path
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _plain(value):

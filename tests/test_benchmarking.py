@@ -23,21 +23,21 @@ def test_measure_records_median_value_and_memory():
 
 def test_ratios_markdown_and_json(tmp_path):
     bench = Benchmark("toy")
-    bench.add("data-a", "gpkit", rmse=1.0, seconds=2.0)
-    bench.add("data-a", "baseline", rmse=2.0, seconds=1.0)
+    bench.add("data-a", "gpkit", rmse=1.0, seconds=2.0, nll=-0.5)
+    bench.add("data-a", "baseline", rmse=2.0, seconds=1.0, nll=0.25)
     bench.add("data-b", "gpkit", rmse=3.0, seconds=1.0)  # no baseline row: no ratio
     bench.published("data-a", "paper", source="Table 1", rmse=0.9)
-    bench.compare("gpkit", ["baseline"], ["rmse", "seconds"])
+    bench.compare("gpkit", ["baseline"], ["rmse", "seconds"], differences=["nll"])
     bench.note("cost grows linearly")
     ratios = bench.ratios()
     assert ratios == [{"case": "data-a", "method": "gpkit", "baseline": "baseline", "rmse ratio": 0.5,
-                       "seconds ratio": 2.0}]
+                       "seconds ratio": 2.0, "nll diff": -0.75}]
     json_path, md_path = bench.save(tmp_path)
     payload = json.loads(json_path.read_text())
     assert payload["environment"]["torch"] == torch.__version__
     assert len(payload["rows"]) == 4 and payload["ratios"] == ratios
     md = md_path.read_text()
-    assert "| data-a | gpkit | baseline | 0.5 | 2 |" in md
+    assert "| data-a | gpkit | baseline | 0.5 | 2 | -0.75 |" in md
     assert "Table 1" in md and "cost grows linearly" in md
 
 
