@@ -87,22 +87,25 @@ class Benchmark:
     def measure(self, fn: Callable[[], Any], repeats: int | None = None, warmup: int | None = None) -> Measurement:
         """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed.
 
-        :return: median seconds, all times, peak memory in MB (CUDA: max allocated; CPU: peak RSS growth).
+        :return: median seconds, all times, peak memory in MB above the level before the first call
+            (CUDA: max allocated; CPU: peak resident-set growth, sampled every 2 ms).
         """
         repeats = self.repeats if repeats is None else repeats
         warmup = self.warmup if warmup is None else warmup
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
         cuda = self.device.type == "cuda"
-        for _ in range(warmup):
-            fn()
         gc.collect()
-        times, value = [], None
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             base = torch.cuda.memory_allocated(self.device)
+        times, value = [], None
+        # Memory is tracked from before the warm-up, so state that the first call allocates (gradients,
+        # optimizer moments, caches) counts; times come from the repeats only.
         with _PeakRSS() as rss:
+            for _ in range(warmup):
+                fn()
             for _ in range(repeats):
                 start = time.perf_counter()
                 value = fn()
