@@ -155,18 +155,54 @@ def _resolve(obj, options, mode: str) -> dict:
     return resolved
 
 
-def _make_optimizer(module: torch.nn.Module, opts: dict, total_steps: int):
+class _Optimizers:
+    """Several optimizers (and their schedulers) stepped as one."""
+
+    def __init__(self, optimizers, schedulers):
+        self.optimizers, self.schedulers = optimizers, schedulers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure):
+        if len(self.optimizers) == 1:  # L-BFGS needs the closure itself
+            loss = self.optimizers[0].step(closure)
+        else:
+            loss = closure()
+            for optimizer in self.optimizers:
+                optimizer.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        return loss
+
+
+def _make_optimizer(obj, module: torch.nn.Module, opts: dict, total_steps: int):
+    """Adam (or L-BFGS) over the trainable parameters; ``torch.optim.SparseAdam`` for the parameters that
+    ``obj.sparse_parameters()`` names (their gradients are sparse: a minibatch touches only some rows, so a
+    step costs O(batch) instead of O(all rows))."""
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(module).__name__} has no trainable parameters")
+    sparse_fn = getattr(obj, "sparse_parameters", None)
+    sparse = [p for p in (sparse_fn() if sparse_fn is not None else []) if p.requires_grad]
     if opts["optimizer"] == "lbfgs":
+        if sparse:
+            raise ValueError("optimizer='lbfgs' cannot train parameters with sparse gradients; use 'adam'")
         optimizer = torch.optim.LBFGS(params, lr=opts["lr"], max_iter=1, line_search_fn="strong_wolfe")
+        optimizers = [optimizer]
     else:
-        optimizer = torch.optim.Adam(params, lr=opts["lr"])
-    scheduler = None
+        dense = [p for p in params if all(p is not q for q in sparse)]
+        optimizers = [torch.optim.Adam(dense, lr=opts["lr"])] if dense else []
+        if sparse:
+            optimizers.append(torch.optim.SparseAdam(sparse, lr=opts["lr"]))
+    schedulers = []
     if opts.get("schedule") == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=opts["lr"] / 100)
-    return optimizer, scheduler
+        schedulers = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total_steps, eta_min=opts["lr"] / 100)
+            for o in optimizers
+        ]
+    return _Optimizers(optimizers, schedulers)
 
 
 class _Tracker:
@@ -241,7 +277,7 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
     generator = torch.Generator().manual_seed(int(opts.get("seed") or 0))
 
     obj.train()
-    optimizer, scheduler = _make_optimizer(module, opts, max_steps)
+    optimizer = _make_optimizer(obj, module, opts, max_steps)
     tracker = _Tracker(obj, module, opts, epochs, "epoch")
     step = 0
     try:
@@ -253,16 +289,14 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
                 loss = batch_loss(index)
                 tracker.check_finite(loss, f"epoch {epoch}, step {step + 1}")
                 loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
+                optimizer.step(lambda loss=loss: loss)
                 total += loss.item() * index.numel()
                 step += 1
                 if step >= max_steps:
                     break
             epoch_loss = total / num_data
             if getattr(obj, "on_epoch_end", None) is not None and obj.on_epoch_end(epoch):
-                optimizer, scheduler = _make_optimizer(module, opts, max(max_steps - step, 1))
+                optimizer = _make_optimizer(obj, module, opts, max(max_steps - step, 1))
             if tracker.step_done(step, epoch, epoch_loss, snapshot=True) or step >= max_steps:
                 break
     finally:
@@ -276,7 +310,7 @@ def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
     opts = _resolve(obj, options, "fullbatch")
     max_iter = opts["max_iter"]
     obj.train()
-    optimizer, scheduler = _make_optimizer(module, opts, max_iter)
+    optimizer = _make_optimizer(obj, module, opts, max_iter)
     tracker = _Tracker(obj, module, opts, max_iter, "it")
     snapshot_every = max(1, max_iter // 20)
     try:
@@ -292,8 +326,6 @@ def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
                 return loss
 
             optimizer.step(closure)
-            if scheduler is not None:
-                scheduler.step()
             if tracker.step_done(iteration, 0, last["loss"], snapshot=iteration % snapshot_every == 0):
                 break
     finally:

@@ -170,3 +170,35 @@ def test_unknown_object_and_missing_data():
         gpkit.fit(torch.nn.Linear(2, 1))
     with pytest.raises(ValueError, match="train_X"):
         gpkit.fit(SVGP(torch.randn(4, 2)), likelihood=gpytorch.likelihoods.GaussianLikelihood())
+
+
+class PerDatumOffsets(torch.nn.Module):
+    """Per-datum parameters with sparse gradients (like DKLGP's per-column variational factors)."""
+
+    def __init__(self, y):
+        super().__init__()
+        self.y = y
+        self.num_data = len(y)
+        self.offsets = torch.nn.Parameter(torch.zeros(len(y), 1))
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def sparse_parameters(self):
+        return [self.offsets]
+
+    def batch_loss(self, index):
+        rows = torch.nn.functional.embedding(index, self.offsets, sparse=True).squeeze(-1)
+        return ((self.scale * rows - self.y[index]) ** 2).mean()
+
+
+def test_sparse_parameters_train_with_sparse_adam():
+    y = torch.randn(50)
+    obj = gpkit.fit(PerDatumOffsets(y), epochs=300, batch_size=10, lr=0.05)
+    assert obj.offsets.grad is None or obj.offsets.grad.is_sparse
+    assert (obj.scale * obj.offsets.squeeze(-1) - y).abs().max() < 1e-2
+
+
+def test_lbfgs_rejects_sparse_parameters():
+    obj = Quadratic()
+    obj.sparse_parameters = lambda: [obj.x]
+    with pytest.raises(ValueError, match="sparse gradients"):
+        gpkit.fit(obj, optimizer="lbfgs")

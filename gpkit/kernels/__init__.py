@@ -1,0 +1,3 @@
+from .stationary_derivative_kernel import StationaryDerivativeKernel
+from .mixture_derivative_kernels import SpectralMixtureDerivativeKernel, StudentTMixtureDerivativeKernel
+from .rbf_matern_derivative_kernels import Matern52DerivativeKernel, RBFDerivativeKernel

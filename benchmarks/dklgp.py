@@ -1,0 +1,312 @@
+"""DKLGP vs SVGP (M = m), GPyTorch VNNGP (k = m) and DKL-D (diagonal V), plus DKLGP's cost as n grows.
+
+Part (a), simulations (Cao et al. 2023, sim1): X ~ U[0,1]^5, f ~ GP(0, Matérn-1.5, lengthscales 0.25..1.25),
+80/20 split, observed through a Gaussian (noise variance 0.01), Student-t (df 2, scale 0.1) or
+Bernoulli-logit likelihood; kernel and likelihood fixed at the truth, only the variational parameters are
+trained. Metrics: RMSE and mean full Gaussian NLL (incl. 0.5 log 2π) of the latent f at the test inputs.
+
+Part (b), UCI (split 0; X min–max scaled, y standardised on the training split; duplicated inputs merged
+by averaging y, for every method): kernel ScaleKernel(Matérn-1.5, ARD), Gaussian likelihood, all
+hyperparameters learned; rho per the paper's setups. Metrics on the original y scale: RMSE and mean full
+Gaussian NLL of the noisy test targets.
+
+Matched complexity: m = average |S_j| of DKLGP's pattern; VNNGP gets k = round(m) neighbours, SVGP
+M = round(m) k-means inducing points (learned), DKL-D the same pattern with a diagonal V. Every model is
+trained with ``gpkit.fit`` (Adam, batch 128, the same epochs, lr 0.01 with cosine decay). Seconds per epoch =
+training wall time / epochs (DKLGP's includes its re-ordering); peak memory = peak RSS growth on CPU
+(CUDA max allocated on a GPU) during training.
+
+Part (c), scaling: DKLGP (rho 1.5, d = 5, uniform inputs) at n = 10^3 … 10^5: seconds per optimizer
+step (batch 128, median), setup seconds (ordering, patterns, initialisation) and peak memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gpytorch
+import torch
+
+import gpkit
+from gpkit.likelihoods import BernoulliLogitLikelihood
+from gpkit.datasets import load, min_max, standardize, synthetic_gp
+from gpkit.demos.dklgp import VNNGPBaseline, kmeans_points, latent_metrics, predict
+from gpkit.demos.swsgp import SVGPBaseline, gaussian_metrics
+from gpkit.models import DKLGP
+from gpkit.neighbors import find_duplicates
+
+UCI_RHO = {"elevators": 1.25, "bike": 1.75, "kin40k": 1.25, "protein": 1.5, "keggdirected": 1.5}
+BATCH = 128
+METHODS = ("DKLGP", "DKL-D", "VNNGP", "SVGP")
+
+
+def _config(bench) -> dict:
+    if bench.quick and bench.device.type == "cuda":
+        return {
+            "sim_n": 2500,
+            "sim_lik": ("gaussian", "bernoulli"),
+            "sim_rho": (1.5,),
+            "sim_epochs": 8,
+            "lr": 0.01,
+            "uci": ("elevators",),
+            "uci_max_train": 5000,
+            "uci_epochs": 4,
+            "reorder": 2,
+            "scaling_n": (1000, 10000, 100000),
+            "steps": 10,
+        }
+    if bench.quick:
+        return {
+            "sim_n": 1000,
+            "sim_lik": ("gaussian", "bernoulli"),
+            "sim_rho": (1.5,),
+            "sim_epochs": 8,
+            "lr": 0.01,
+            "uci": ("elevators",),
+            "uci_max_train": 2000,
+            "uci_epochs": 4,
+            "reorder": 2,
+            "scaling_n": (1000, 10000),
+            "steps": 5,
+        }
+    return {
+        "sim_n": 2500,
+        "sim_lik": ("gaussian", "studentt", "bernoulli"),
+        "sim_rho": (1.0, 1.5, 2.0),
+        "sim_epochs": 20,
+        "lr": 0.01,
+        "uci": tuple(UCI_RHO),
+        "uci_max_train": 5000,
+        "uci_epochs": 10,
+        "reorder": 5,
+        "scaling_n": (1000, 3000, 10000, 30000, 100000),
+        "steps": 10,
+    }
+
+
+def _likelihood(name: str, X):
+    if name == "gaussian":
+        lik = gpytorch.likelihoods.GaussianLikelihood()
+        lik.noise = 0.01
+    elif name == "studentt":
+        lik = gpytorch.likelihoods.StudentTLikelihood()
+        lik.deg_free, lik.noise = 2.0, 0.01  # scale 0.1
+    else:
+        lik = BernoulliLogitLikelihood()
+    return lik.to(X).requires_grad_(False)
+
+
+def _kernel_copy(kernel, X):
+    """A fresh copy of ``kernel`` (same hyperparameters)."""
+    import copy
+
+    return copy.deepcopy(kernel).to(X)
+
+
+def _train(bench, obj, epochs: int, lr: float, **options) -> tuple[float, float]:
+    m = bench.measure(
+        lambda: gpkit.fit(
+            obj, epochs=epochs, lr=lr, batch_size=BATCH, schedule="cosine", seed=0, progress=False, **options
+        ),
+        repeats=1,
+        warmup=0,
+    )
+    return m.seconds / epochs, m.peak_memory_mb
+
+
+def _fit_all(bench, Xtr, ytr, kernel, make_lik, rho, epochs, lr, fixed: bool, reorder=None):
+    """Train the four methods; yield (method, model, likelihood, seconds/epoch, peak MB, m)."""
+    torch.manual_seed(0)
+    for method in METHODS:
+        lik = make_lik()
+        k = _kernel_copy(kernel, Xtr)
+        if fixed:
+            k.requires_grad_(False)
+        if method in ("DKLGP", "DKL-D"):
+            model = DKLGP(
+                Xtr,
+                ytr.unsqueeze(-1),
+                likelihood=lik,
+                covar_module=k,
+                rho=rho,
+                diagonal=method == "DKL-D",
+                reorder_epoch=reorder,
+            )
+            if method == "DKLGP":
+                m = (model.variational_strategy.index >= 0).sum(-1).double().mean().item()
+            sec, mem = _train(bench, model, epochs, lr)
+        elif method == "VNNGP":
+            model = VNNGPBaseline(Xtr, ytr, k, lik, k=max(1, round(m)), batch_size=BATCH)
+            sec, mem = _train(bench, model, epochs, lr)
+        else:
+            model = SVGPBaseline(kmeans_points(Xtr, max(1, round(m))))
+            model.covar_module = k
+            sec, mem = _train(bench, model, epochs, lr, train_X=Xtr, train_Y=ytr, likelihood=lik)
+        yield method, model, lik, sec, mem, m
+
+
+def _simulations(bench, cfg):
+    for lik_name in cfg["sim_lik"]:
+        ds = synthetic_gp(cfg["sim_n"], 5, "matern15", likelihood=lik_name, seed=0, dtype=bench.dtype)
+        Xtr, ytr, Xte = (t.to(bench.device) for t in (ds.train_X, ds.train_y, ds.test_X))
+        f_test = ds.extras["f"][ds.splits["test"]].to(bench.device)
+        for rho in cfg["sim_rho"]:
+            case = f"sim1-{lik_name}-rho{rho}"
+            fits = _fit_all(
+                bench,
+                Xtr,
+                ytr,
+                ds.extras["covar_module"],
+                lambda ln=lik_name, X=Xtr: _likelihood(ln, X),
+                rho,
+                cfg["sim_epochs"],
+                cfg["lr"],
+                fixed=True,
+            )
+            for method, model, _, sec, mem, m in fits:
+                met = latent_metrics(*predict(model, Xte), f_test)
+                bench.add(
+                    case,
+                    method,
+                    m=round(m, 2),
+                    rmse=met["rmse"],
+                    nll=met["nll"],
+                    seconds_per_epoch=sec,
+                    peak_memory_mb=mem,
+                )
+
+
+def _merge_duplicates(X, y):
+    groups = find_duplicates(X)
+    if not groups:
+        return X, y, 0
+    drop = torch.cat([g[1:] for g in groups])
+    y = y.clone()
+    for g in groups:
+        y[g[0]] = y[g].mean()
+    keep = torch.ones(X.shape[0], dtype=torch.bool)
+    keep[drop] = False
+    return X[keep], y[keep], int(drop.numel())
+
+
+def _uci(bench, cfg):
+    merged = {}
+    for name in cfg["uci"]:
+        try:
+            ds = load(name, split=0, dtype=bench.dtype)
+        except (FileNotFoundError, OSError, ValueError) as err:  # the data folder is not everywhere (GPU box)
+            bench.note(f"UCI {name} skipped: {err}")
+            continue
+        Xtr, Xte = min_max(ds.train_X, ds.test_X)
+        _, ytr, _, yte, (_, y_std) = standardize(ds.train_X, ds.train_y, ds.test_X, ds.test_y)
+        if cfg["uci_max_train"] is not None and Xtr.shape[0] > cfg["uci_max_train"]:
+            keep = torch.randperm(Xtr.shape[0], generator=torch.Generator().manual_seed(0))[
+                : cfg["uci_max_train"]
+            ]
+            Xtr, ytr = Xtr[keep], ytr[keep]
+        Xtr, ytr, merged[name] = _merge_duplicates(Xtr, ytr)
+        Xtr, ytr, Xte, yte = (t.to(bench.device) for t in (Xtr, ytr, Xte, yte))
+        d = Xtr.shape[-1]
+        kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=1.5, ard_num_dims=d))
+        kernel.base_kernel.lengthscale = 0.3 * math.sqrt(d)
+        make_lik = lambda X=Xtr: gpytorch.likelihoods.GaussianLikelihood().to(X)
+        fits = _fit_all(
+            bench,
+            Xtr,
+            ytr,
+            kernel.to(Xtr),
+            make_lik,
+            UCI_RHO[name],
+            cfg["uci_epochs"],
+            cfg["lr"],
+            fixed=False,
+            reorder=cfg["reorder"],
+        )
+        for method, model, lik, sec, mem, m in fits:
+            met = gaussian_metrics(model, lik, Xte, yte, float(y_std))
+            bench.add(
+                name,
+                method,
+                n_train=Xtr.shape[0],
+                m=round(m, 2),
+                rmse=met["rmse"],
+                nll=met["nll"],
+                seconds_per_epoch=sec,
+                peak_memory_mb=mem,
+            )
+    return merged
+
+
+def _scaling(bench, cfg):
+    import time
+
+    for n in cfg["scaling_n"]:
+        g = torch.Generator().manual_seed(0)
+        X = torch.rand(n, 5, generator=g, dtype=bench.dtype)
+        y = torch.sin(6 * X).sum(-1) + 0.1 * torch.randn(n, generator=g, dtype=bench.dtype)
+        X, y = X.to(bench.device), y.to(bench.device)
+        start = time.perf_counter()
+        model = DKLGP(X, y.unsqueeze(-1), rho=1.5, reorder_epoch=None)
+        setup = time.perf_counter() - start
+        s = model.variational_strategy
+        q = s.variational_distribution
+        m = round((s.index >= 0).sum(-1).double().mean().item(), 2)
+        model.train()
+        import itertools
+
+        it = itertools.cycle(torch.randperm(n, generator=g).to(bench.device).split(BATCH)[:-1])
+        for method, sparse in [("DKLGP", False), ("DKLGP (sparse Adam)", True)]:
+            q.sparse_grad = sparse
+            var_params = [q.raw_values, q.raw_mean]
+            others = [p for p in model.parameters() if all(p is not v for v in var_params)]
+            if sparse:
+                opts = [torch.optim.SparseAdam(var_params, lr=0.01), torch.optim.Adam(others, lr=0.01)]
+            else:
+                opts = [torch.optim.Adam(model.parameters(), lr=0.01)]
+
+            def step(opts=opts, model=model, it=it):
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
+                model.batch_loss(next(it)).backward()
+                for opt in opts:
+                    opt.step()
+
+            meas = bench.measure(step, repeats=cfg["steps"], warmup=1)
+            bench.add(
+                f"scaling-n{n}",
+                method,
+                n=n,
+                m=m,
+                ancestor_width=s.ancestors.shape[-1],
+                seconds_per_iteration=meas.seconds,
+                setup_seconds=setup,
+                peak_memory_mb=meas.peak_memory_mb,
+            )
+
+
+def main(bench) -> None:
+    cfg = _config(bench)
+    _simulations(bench, cfg)
+    merged = _uci(bench, cfg)
+    _scaling(bench, cfg)
+    bench.compare("DKLGP", ["VNNGP", "SVGP", "DKL-D"], ["rmse", "seconds_per_epoch"], differences=["nll"])
+    bench.note(
+        f"Simulations: sim1 with n={cfg['sim_n']} (80/20 split), seed 0 only (the paper averages 5 seeds), "
+        f"{cfg['sim_epochs']} epochs for every method, Adam lr {cfg['lr']} with cosine decay, batch {BATCH}; "
+        "hyperparameters fixed at the truth. NLL/RMSE are of the latent f. DKLGP/DKL-D start from Newton steps "
+        "(nu) and IC0 (V) (GPyTorch's VNNGP and SVGP from their own defaults): equal epochs, not equal "
+        "convergence."
+    )
+    bench.note(
+        f"UCI: training sets subsampled to at most {cfg['uci_max_train']} points (CPU budget; test sets complete), "
+        f"{cfg['uci_epochs']} epochs, lr {cfg['lr']}; DKLGP re-orders with the learned lengthscales after epoch "
+        f"{cfg['reorder']}. Duplicated training inputs merged (rows removed per set: {merged})."
+    )
+    bench.note(
+        "Scaling: seconds per optimizer step (batch 128, median). The minibatch ELBO and its gradient cost "
+        "O(b (m^3 + a^2)) with the ancestor width a capped at max(32, 4m), independent of n; a dense Adam step "
+        "updates all n·m variational parameters (O(n·m)), so 'DKLGP' (what gpkit.fit does) grows with n while "
+        "'DKLGP (sparse Adam)' (sparse gradients + torch.optim.SparseAdam on the touched rows) shows the "
+        "per-iteration cost of the method itself. Setup (maximin ordering, patterns, factor, Newton "
+        "initialisation) grows like n log n."
+    )

@@ -1,0 +1,5 @@
+"""One-dimensional likelihoods that GPyTorch does not ship (all work with any gpkit model)."""
+
+from gpkit.likelihoods.count_and_binary import BernoulliLogitLikelihood, PoissonLikelihood
+
+__all__ = ["BernoulliLogitLikelihood", "PoissonLikelihood"]

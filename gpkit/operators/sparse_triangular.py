@@ -1,0 +1,250 @@
+"""Column-stored sparse upper-triangular factors (sparse inverse Cholesky factors and friends)."""
+
+from __future__ import annotations
+
+import torch
+from linear_operator.operators import DenseLinearOperator, LinearOperator
+from torch import Tensor
+
+__all__ = [
+    "SparseTriangularLinearOperator",
+    "block_solve",
+    "canonical_pattern",
+    "dense_block",
+    "pattern_positions",
+    "trim_padding",
+    "union_sets",
+]
+
+
+def canonical_pattern(index: Tensor, mask: Tensor) -> Tensor:
+    """Sort each row of a right-aligned sparsity pattern ascending, with padding marked ``-1`` on the left.
+
+    :param index: ``n x m`` row indices of each column's nonzeros (column ``j`` must contain ``j``).
+    :param mask: ``n x m`` bool, which entries of ``index`` are real.
+    :return: ``n x m`` LongTensor, row ``j`` ascending with ``j`` last and ``-1`` padding first.
+    """
+    index = torch.where(mask, index, torch.full_like(index, -1))
+    index = index.sort(dim=-1).values
+    j = torch.arange(index.shape[0], device=index.device)
+    if not torch.equal(index[:, -1], j):
+        raise ValueError("pattern: column j must contain j and only rows i <= j")
+    return index
+
+
+def pattern_positions(cols: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions of ``rows`` inside the ascending index sets ``cols`` (``-1`` = padding).
+
+    :param cols: ``b x a`` ascending indices (``-1`` padding first).
+    :param rows: ``b x k`` indices to locate (``-1`` = padding).
+    :return: ``(pos, found)``, both ``b x k``; ``pos`` is only meaningful where ``found``.
+    """
+    pos = torch.searchsorted(cols.contiguous(), rows.contiguous()).clamp_max(cols.shape[-1] - 1)
+    found = (cols.gather(-1, pos) == rows) & (rows >= 0)
+    return pos, found
+
+
+def trim_padding(sets: Tensor) -> Tensor:
+    """Drop the leading columns of a right-aligned ``-1``-padded layout that are padding in every row."""
+    width = int((sets >= 0).sum(-1).max().clamp_min(1))
+    return sets[..., sets.shape[-1] - width :]
+
+
+def union_sets(sets: Tensor) -> Tensor:
+    """Row-wise union of index sets, as ascending sets with ``-1`` padding first (trimmed to the widest row).
+
+    :param sets: ``b x k`` indices (``-1`` = padding, repeats allowed).
+    :return: ``b x a`` ascending unique indices, ``a <= k``.
+    """
+    s = sets.sort(dim=-1).values
+    dup = torch.zeros_like(s, dtype=torch.bool)
+    dup[:, 1:] = s[:, 1:] == s[:, :-1]
+    s = torch.where(dup, torch.full_like(s, -1), s).sort(dim=-1).values
+    width = int((s >= 0).sum(-1).max().clamp_min(1))
+    return s[:, s.shape[-1] - width :]
+
+
+def dense_block(index: Tensor, values: Tensor, cols: Tensor) -> Tensor:
+    """Dense sub-blocks ``F[cols_b, cols_b]`` of a column-stored upper-triangular factor ``F``.
+
+    Padding positions (``cols == -1``) get a unit diagonal, so triangular solves on the block are
+    unaffected by them.
+
+    :param index: ``n x m`` canonical pattern of ``F`` (see :func:`canonical_pattern`).
+    :param values: ``n x m`` values of ``F`` aligned with ``index`` (padding entries ignored).
+    :param cols: ``b x a`` ascending index sets (``-1`` padding first).
+    :return: ``b x a x a`` upper-triangular blocks.
+    """
+    b, a = cols.shape
+    m = index.shape[-1]
+    safe = cols.clamp_min(0)
+    rows = index[safe]  # shape: (b, a, m), rows of column cols[b, q]
+    vals = values[safe] * (cols >= 0).unsqueeze(-1).to(values.dtype)
+    pos, found = pattern_positions(cols, rows.reshape(b, a * m))
+    q = torch.arange(a, device=cols.device).repeat_interleave(m).expand(b, -1)
+    flat = torch.where(found, pos * a + q, torch.zeros_like(pos))
+    src = torch.where(found, vals.reshape(b, a * m), torch.zeros_like(vals.reshape(b, a * m)))
+    block = torch.zeros(b, a * a, dtype=values.dtype, device=values.device).scatter_add(1, flat, src)
+    block = block.view(b, a, a)
+    pad = (cols < 0).to(values.dtype)
+    return block + torch.diag_embed(pad)
+
+
+class _BlockSolve(torch.autograd.Function):
+    """``x = F[A, A]^{-1} rhs`` per batch; the backward pass forms gradients only at the stored entries."""
+
+    @staticmethod
+    def forward(ctx, vals: Tensor, flat: Tensor, pad: Tensor, rhs: Tensor) -> Tensor:
+        b, a = pad.shape
+        block = torch.zeros(b * a * a, dtype=vals.dtype, device=vals.device).index_put_((flat,), vals)
+        block = block.view(b, a, a) + torch.diag_embed(pad.to(vals.dtype))
+        x = torch.linalg.solve_triangular(block, rhs, upper=True)
+        ctx.save_for_backward(block, x, flat)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad_x: Tensor):
+        block, x, flat = ctx.saved_tensors
+        b, a, k = x.shape
+        w = torch.linalg.solve_triangular(block.mT, grad_x, upper=False)  # F^{-T} grad_x
+        batch, rest = flat // (a * a), flat % (a * a)
+        row, col = batch * a + rest // a, batch * a + rest % a
+        # d/dF_pq of <grad_x, F^{-1} rhs> = -(w x^T)_pq
+        grad_vals = -(w.reshape(b * a, k)[row] * x.reshape(b * a, k)[col]).sum(-1)
+        return grad_vals, None, None, w
+
+
+def block_solve(index: Tensor, entry_values, cols: Tensor, rhs: Tensor) -> Tensor:
+    """Solve ``F[A_b, A_b] x_b = rhs_b`` for the principal blocks of a column-stored upper-triangular ``F``.
+
+    Only the nonzeros of each block are gathered (O(b·a·m) index work, O(b·a²) for the dense triangular
+    solve); the backward pass forms gradients only at those entries, never for the dense ``b·a²`` block.
+
+    :param index: ``n x m`` canonical pattern of ``F``.
+    :param entry_values: callable ``(columns, slots) -> values`` giving ``F[index[c, s], c]`` for 1-D
+        LongTensors of columns ``c`` and slots ``s`` (e.g. ``lambda c, s: values[c, s]``).
+    :param cols: ``b x a`` ascending index sets (``-1`` padding first).
+    :param rhs: ``b x a x k`` right-hand sides.
+    :return: ``b x a x k`` solutions (padding rows solve with a unit diagonal).
+    """
+    b, a = cols.shape
+    n1 = index.shape[0] + 1
+    safe = cols.clamp_min(0)
+    rows = index[safe]  # shape: (b, a, m), rows of column cols[b, q]
+    valid = (rows >= 0) & (cols >= 0).unsqueeze(-1)
+    bi, qi, si = valid.nonzero(as_tuple=True)
+    # rows of the blocks' columns located in the blocks' index sets: one global sorted key per (batch, index)
+    keys = (torch.arange(b, device=cols.device).unsqueeze(-1) * n1 + cols).reshape(-1)
+    query = bi * n1 + rows[bi, qi, si]
+    pos = torch.searchsorted(keys, query).clamp_max(b * a - 1)
+    keep = (keys[pos] == query).nonzero().squeeze(-1)
+    bi, qi, si, pos = bi[keep], qi[keep], si[keep], pos[keep]
+    flat = bi * (a * a) + (pos - bi * a) * a + qi
+    vals = entry_values(safe[bi, qi], si)
+    return _BlockSolve.apply(vals, flat, cols < 0, rhs)
+
+
+class SparseTriangularLinearOperator(LinearOperator):
+    """An ``n x n`` upper-triangular matrix ``F`` stored by columns on a sparsity pattern (O(n·m) memory).
+
+    Column ``j`` has nonzeros ``F[index[j, r], j] = values[j, r]`` for ``index[j, r] >= 0``; ``index`` is a
+    canonical pattern (:func:`canonical_pattern`). With ``transposed=True`` the operator is ``F^T``.
+
+    :param index: ``n x m`` LongTensor, canonical pattern.
+    :param values: ``(*batch) x n x m`` values.
+    :param transposed: represent ``F^T`` (lower triangular) instead of ``F``.
+    """
+
+    def __init__(self, index: Tensor, values: Tensor, transposed: bool = False):
+        super().__init__(index, values, transposed=transposed)
+        self.index = index
+        self.values = values
+        self.transposed = transposed
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def _valid(self) -> Tensor:
+        return (self.index >= 0).to(self.values.dtype)
+
+    def _size(self) -> torch.Size:
+        n = self.index.shape[0]
+        return torch.Size((*self.values.shape[:-2], n, n))
+
+    def _transpose_nonbatch(self) -> LinearOperator:
+        return SparseTriangularLinearOperator(self.index, self.values, transposed=not self.transposed)
+
+    def _matmul(self, rhs: Tensor) -> Tensor:
+        # rhs: (*batch, n, t)
+        vals = self.values * self._valid  # shape: (*batch, n, m)
+        safe = self.index.clamp_min(0)
+        if self.transposed:
+            # (F^T R)[j] = sum_r values[j, r] R[index[j, r]]
+            gathered = rhs[..., safe, :]  # shape: (*batch, n, m, t)
+            return (vals.unsqueeze(-1) * gathered).sum(-2)
+        # (F R)[i] = sum_{j, r: index[j, r] = i} values[j, r] R[j]
+        contrib = vals.unsqueeze(-1) * rhs.unsqueeze(-2)  # shape: (*batch, n, m, t)
+        batch = torch.broadcast_shapes(vals.shape[:-2], rhs.shape[:-2])
+        contrib = contrib.expand(*batch, *contrib.shape[-3:])
+        out = torch.zeros(*batch, self.index.shape[0], rhs.shape[-1], dtype=contrib.dtype, device=rhs.device)
+        flat = safe.reshape(-1)
+        return out.index_add(-2, flat, contrib.reshape(*batch, -1, rhs.shape[-1]))
+
+    def _t_matmul(self, rhs: Tensor) -> Tensor:
+        return self._transpose_nonbatch()._matmul(rhs)
+
+    def _diagonal(self) -> Tensor:
+        return self.values[..., -1]
+
+    def _expand_batch(self, batch_shape: torch.Size) -> LinearOperator:
+        values = self.values.expand(*batch_shape, *self.values.shape[-2:])
+        return SparseTriangularLinearOperator(self.index, values, transposed=self.transposed)
+
+    def _unsqueeze_batch(self, dim: int) -> LinearOperator:
+        return SparseTriangularLinearOperator(
+            self.index, self.values.unsqueeze(dim), transposed=self.transposed
+        )
+
+    def _permute_batch(self, *dims: int) -> LinearOperator:
+        values = self.values.permute(*dims, -2, -1)
+        return SparseTriangularLinearOperator(self.index, values, transposed=self.transposed)
+
+    def _getitem(self, row_index, col_index, *batch_indices) -> LinearOperator:
+        full = slice(None, None, None)
+        if row_index == full and col_index == full:
+            values = self.values[(*batch_indices, full, full)]
+            return SparseTriangularLinearOperator(self.index, values, transposed=self.transposed)
+        return DenseLinearOperator(self.to_dense())._getitem(row_index, col_index, *batch_indices)
+
+    def _get_indices(self, row_index, col_index, *batch_indices) -> Tensor:
+        return DenseLinearOperator(self.to_dense())._get_indices(row_index, col_index, *batch_indices)
+
+    def to_dense(self) -> Tensor:
+        n = self.index.shape[0]
+        vals = self.values * self._valid
+        j = torch.arange(n, device=vals.device).unsqueeze(-1).expand_as(self.index)
+        dense = torch.zeros(*vals.shape[:-2], n, n, dtype=vals.dtype, device=vals.device)
+        flat = (self.index.clamp_min(0) * n + j).reshape(-1)
+        dense = dense.reshape(*vals.shape[:-2], n * n).index_add(-1, flat, vals.reshape(*vals.shape[:-2], -1))
+        dense = dense.reshape(*vals.shape[:-2], n, n)
+        return dense.mT if self.transposed else dense
+
+    def solve_triangular(self, rhs: Tensor) -> Tensor:
+        """Exact ``F^{-1} rhs`` (``F^{-T} rhs`` if transposed) via a dense triangular solve (small ``n``)."""
+        return torch.linalg.solve_triangular(self.to_dense(), rhs, upper=not self.transposed)
+
+    def _bilinear_derivative(self, left_vecs: Tensor, right_vecs: Tensor) -> tuple:
+        # d/dvalues of sum(left * F right): F[index[j,r], j] contributes left[index[j,r]] * right[j]
+        if self.transposed:
+            left_vecs, right_vecs = right_vecs, left_vecs
+        safe = self.index.clamp_min(0)
+        grad = (left_vecs[..., safe, :] * right_vecs.unsqueeze(-2)).sum(-1) * self._valid
+        while grad.dim() > self.values.dim():
+            grad = grad.sum(0)
+        return (None, grad)

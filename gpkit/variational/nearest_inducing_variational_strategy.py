@@ -1,0 +1,187 @@
+"""SWSGP's variational strategy: each input is conditioned on its H nearest inducing points only."""
+
+from __future__ import annotations
+
+import torch
+from gpytorch import settings
+from gpytorch.distributions import MultivariateNormal
+from gpytorch.module import Module
+from linear_operator.operators import DenseLinearOperator, DiagLinearOperator
+from linear_operator.utils.cholesky import psd_safe_cholesky
+from torch import Tensor
+
+from gpkit.neighbors import knn
+from gpkit.variational.local_cholesky_variational_distribution import LocalCholeskyVariationalDistribution
+
+__all__ = ["NearestInducingVariationalStrategy"]
+
+
+class NearestInducingVariationalStrategy(Module):
+    r"""Sparse-within-sparse strategy of Tran et al. (ICML 2021), unwhitened.
+
+    Input :math:`\mathbf x_i` sees only its :math:`H` nearest inducing points :math:`A = N_i`:
+
+    .. math::
+        q(f_i) = \mathcal N\big(\mu(\mathbf x_i) + \mathbf k_{iA}\mathbf K_{AA}^{-1}(\mathbf m_A - \mu_A),\;
+        k_{ii} - \mathbf k_{iA}\mathbf K_{AA}^{-1}(\mathbf K_{AA} - \mathbf S_A)\mathbf K_{AA}^{-1}\mathbf k_{Ai}\big)
+
+    with :math:`q(\mathbf u_A) = \mathcal N(\mathbf m_A, \mathbf S_A)` from a
+    :class:`~gpkit.variational.LocalCholeskyVariationalDistribution`. Under the paper's hierarchical prior
+    the KL term is the average of the per-input terms
+    :math:`\mathrm{KL}_i = \mathrm{KL}(q(\mathbf u_{N_i}) \,\|\, p(\mathbf u_{N_i}))`, so
+    :meth:`kl_divergence` returns the mean of :math:`\mathrm{KL}_i` over the last training call's inputs:
+    ``gpytorch.mlls.VariationalELBO`` (which divides it by ``num_data``) then gives an unbiased estimate of
+    :math:`\frac1N\big(\sum_i \mathbb E_q \log p(y_i|f_i) - \frac1N \sum_i \mathrm{KL}_i\big)`.
+
+    Neighbours come from :func:`gpkit.neighbors.knn` against the current inducing locations, on every call,
+    unless ``neighbor_index`` is passed (e.g. cached for the training set). A call costs
+    :math:`O(n H^3)` time and :math:`O(n H^2)` memory; nothing of size :math:`M \times M` is formed.
+
+    In eval mode a batch of :math:`q` inputs gets a joint Gaussian, conditioned on the union of their
+    neighbour sets, when :math:`qH` is at most ``max_joint_inducing``; for larger batches (e.g. a test set)
+    it returns the exact per-input marginals with a diagonal covariance. With :math:`q = 1` both agree.
+
+    :param model: the ``ApproximateGP`` whose ``forward`` gives the prior (mean and kernel).
+    :param inducing_points: initial inducing locations, shape ``(M, d)``.
+    :param variational_distribution: the mean and local factor, for the same ``M``.
+    :param num_neighbors: active inducing points per input, :math:`H \le M`.
+    :param learn_inducing_locations: make the inducing locations a parameter.
+    :param jitter_val: added to :math:`\mathbf K_{AA}`'s diagonal; default GPyTorch's variational jitter.
+    :param max_joint_inducing: largest union size for a joint predictive covariance in eval mode.
+    """
+
+    def __init__(
+        self,
+        model,
+        inducing_points: Tensor,
+        variational_distribution: LocalCholeskyVariationalDistribution,
+        num_neighbors: int,
+        learn_inducing_locations: bool = True,
+        jitter_val: float | None = None,
+        max_joint_inducing: int = 1024,
+    ) -> None:
+        super().__init__()
+        if not torch.is_tensor(inducing_points) or inducing_points.dim() != 2:
+            raise ValueError("inducing_points must be a tensor of shape (M, d)")
+        m = inducing_points.size(0)
+        if variational_distribution.num_inducing != m:
+            raise ValueError(
+                f"variational_distribution has {variational_distribution.num_inducing} inducing points, "
+                f"inducing_points has {m}"
+            )
+        if not isinstance(num_neighbors, int) or not 1 <= num_neighbors <= m:
+            raise ValueError(f"num_neighbors must be an int in [1, num_inducing={m}], got {num_neighbors!r}")
+        object.__setattr__(self, "model", model)  # not a submodule: avoids a reference cycle
+        inducing_points = inducing_points.detach().clone()
+        if learn_inducing_locations:
+            self.register_parameter("inducing_points", torch.nn.Parameter(inducing_points))
+        else:
+            self.register_buffer("inducing_points", inducing_points)
+        self._variational_distribution = variational_distribution
+        self.num_neighbors = num_neighbors
+        self.learn_inducing_locations = learn_inducing_locations
+        self.jitter_val = jitter_val
+        self.max_joint_inducing = max_joint_inducing
+        self._kl = None
+
+    @property
+    def variational_distribution(self) -> LocalCholeskyVariationalDistribution:
+        return self._variational_distribution
+
+    @property
+    def num_inducing(self) -> int:
+        return self.inducing_points.size(0)
+
+    def neighbors(self, x: Tensor) -> Tensor:
+        """Indices of the ``num_neighbors`` nearest inducing points, sorted ascending.
+
+        :param x: inputs, shape ``(..., n, d)``.
+        :return: shape ``(..., n, H)``.
+        """
+        flat = x.detach().reshape(-1, x.size(-1))
+        _, index = knn(flat, self.inducing_points.detach(), self.num_neighbors)
+        return index.to(x.device).sort(dim=-1).values.reshape(*x.shape[:-1], self.num_neighbors)
+
+    @torch.no_grad()
+    def initialize(self, scale: float = 0.1) -> None:
+        """Set ``q(u)`` to the prior mean with a diagonal factor ``scale`` times the prior std."""
+        z = self.inducing_points.detach().unsqueeze(-2)  # shape: (M, 1, d)
+        prior = self.model.forward(z)
+        self._variational_distribution.initialize(prior.mean.squeeze(-1), prior.variance.squeeze(-1), scale)
+
+    def kl_divergence(self) -> Tensor:
+        """Mean per-input KL over the inputs of the latest training-mode call."""
+        if self._kl is None:
+            raise RuntimeError("kl_divergence() needs a training-mode call of the model first")
+        return self._kl
+
+    def __call__(self, x: Tensor, prior: bool = False, neighbor_index: Tensor | None = None, **kwargs):
+        if prior:
+            return self.model.forward(x, **kwargs)
+        if x.dim() == 1:
+            x = x.unsqueeze(-1)
+        if x.size(-1) != self.inducing_points.size(-1):
+            raise ValueError(f"x has {x.size(-1)} features, the inducing points {self.inducing_points.size(-1)}")
+        if neighbor_index is None:
+            neighbor_index = self.neighbors(x)
+        elif neighbor_index.shape != (*x.shape[:-1], self.num_neighbors):
+            raise ValueError(f"neighbor_index must have shape {(*x.shape[:-1], self.num_neighbors)}")
+        n = x.size(-2)
+        if self.training or n * self.num_neighbors > self.max_joint_inducing:
+            # one active set per input: shape (..., n, 1, d) against (..., n, H)
+            mean, covar, kl = self._conditional(x.unsqueeze(-2), neighbor_index, None, with_kl=self.training)
+            if self.training:
+                self._kl = kl.mean(-1)
+            return MultivariateNormal(mean.squeeze(-1), DiagLinearOperator(covar.squeeze(-1).squeeze(-1)))
+        index, mask = _union(neighbor_index)
+        mean, covar, _ = self._conditional(x, index, mask, with_kl=False)
+        return MultivariateNormal(mean, DenseLinearOperator(covar))  # lazy: no Cholesky of a maybe-singular q x q
+
+    def _conditional(self, x: Tensor, index: Tensor, mask: Tensor | None, with_kl: bool):
+        """Joint q(f) of inputs ``x`` (..., q, d) given active sets ``index`` (..., S) sorted ascending."""
+        s = index.size(-1)
+        z = self.inducing_points[index]  # shape: (..., S, d)
+        batch = torch.broadcast_shapes(z.shape[:-2], x.shape[:-2])
+        full = torch.cat([z.expand(*batch, *z.shape[-2:]), x.expand(*batch, *x.shape[-2:])], dim=-2)
+        prior = self.model.forward(full)
+        mu = prior.mean  # shape: (..., S + q)
+        k = prior.lazy_covariance_matrix.to_dense()  # shape: (..., S + q, S + q)
+        k_aa, k_ax, k_xx = k[..., :s, :s], k[..., :s, s:], k[..., s:, s:]
+        diff = self._variational_distribution.mean(index) - mu[..., :s]  # shape: (..., S)
+        jitter = self.jitter_val or settings.variational_cholesky_jitter.value(k.dtype)
+        eye = torch.eye(s, dtype=k.dtype, device=k.device)
+        if mask is not None:
+            both = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+            k_aa = torch.where(both, k_aa, eye)
+            k_ax = k_ax * mask.unsqueeze(-1)
+            diff = diff * mask
+        chol = psd_safe_cholesky(k_aa + jitter * eye)  # shape: (..., S, S)
+        factor = self._variational_distribution.factor(index, mask)  # shape: (..., S, S)
+        q = x.size(-2)
+        # one triangular solve for C^-1 [K_Ax, L_A, m_A - mu_A]
+        rhs = [k_ax, factor, diff.unsqueeze(-1)] if with_kl else [k_ax]
+        solved = torch.linalg.solve_triangular(chol, torch.cat(rhs, -1), upper=False)
+        w = solved[..., :q]  # C^-1 K_Ax, shape: (..., S, q)
+        alpha = torch.linalg.solve_triangular(chol.mT, w, upper=True)  # K_AA^-1 K_Ax
+        mean = mu[..., s:] + (alpha * diff.unsqueeze(-1)).sum(-2)  # shape: (..., q)
+        la = factor.mT @ alpha  # shape: (..., S, q)
+        if q == 1:
+            covar = (k_xx - w.pow(2).sum(-2, keepdim=True)).clamp_min(0) + la.pow(2).sum(-2, keepdim=True)
+        else:
+            covar = k_xx - w.mT @ w + la.mT @ la
+        if not with_kl:
+            return mean, covar, None
+        # KL(N(m, L L^T) || N(mu, C C^T)) per active set
+        c_inv_l, c_inv_d = solved[..., q : q + s], solved[..., q + s :]
+        logdet_k = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        logdet_s = 2 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        kl = 0.5 * (c_inv_l.pow(2).sum((-2, -1)) + c_inv_d.pow(2).sum((-2, -1)) - s + logdet_k - logdet_s)
+        return mean, covar, kl
+
+
+def _union(index: Tensor) -> tuple[Tensor, Tensor]:
+    """Union of the rows of ``index`` (..., q, H) as a sorted padded set (..., q*H) and its mask."""
+    flat = index.reshape(*index.shape[:-2], -1).sort(dim=-1).values
+    mask = torch.ones_like(flat, dtype=torch.bool)
+    mask[..., 1:] = flat[..., 1:] != flat[..., :-1]
+    return flat, mask

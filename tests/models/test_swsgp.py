@@ -1,0 +1,156 @@
+"""SWSGP model: fitting, BoTorch posterior and acquisitions, likelihoods, bad inputs."""
+
+import gpytorch
+import pytest
+import torch
+from botorch.acquisition.logei import qLogExpectedImprovement
+from botorch.optim import optimize_acqf
+from botorch.posteriors.gpytorch import GPyTorchPosterior
+
+import gpkit
+from gpkit.models import SWSGP
+
+
+def _data(n=400, d=2, noise=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g)
+    f = torch.sin(6 * X[:, 0]) * torch.cos(4 * X[:, 1])
+    return X, (f + noise * torch.randn(n, generator=g)).unsqueeze(-1), f
+
+
+def _fitted(epochs=30, **kwargs):
+    X, Y, f = _data()
+    model = SWSGP(X, Y, num_inducing=kwargs.pop("num_inducing", 100), num_neighbors=kwargs.pop("num_neighbors", 8), **kwargs)
+    gpkit.fit(model, epochs=epochs, lr=0.03, batch_size=50, seed=0)
+    return model, X, Y, f
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    torch.manual_seed(0)
+    return _fitted()
+
+
+def test_fits_a_small_problem(fitted):
+    model, _X, _Y, _f = fitted
+    Xt, _, ft = _data(n=200, seed=1)
+    post = model.posterior(Xt)
+    rmse = (post.mean.squeeze(-1) - ft).pow(2).mean().sqrt()
+    assert rmse < 0.1  # f has std ~0.5; noise std 0.05
+    assert model.fit_history[-1] < model.fit_history[0]
+    # the predictive interval covers most noisy test targets
+    noisy = model.posterior(Xt, observation_noise=True)
+    z = (ft - noisy.mean.squeeze(-1)).abs() / noisy.variance.squeeze(-1).sqrt()
+    assert (z < 2.5).float().mean() > 0.9
+
+
+def test_posterior_shapes_and_noise(fitted):
+    model = fitted[0]
+    for shape in [(4, 2), (3, 4, 2), (2, 3, 1, 2)]:
+        post = model.posterior(torch.rand(shape))
+        assert isinstance(post, GPyTorchPosterior)
+        assert post.mean.shape == (*shape[:-1], 1) and post.variance.shape == (*shape[:-1], 1)
+    X = torch.rand(3, 5, 2)
+    latent, noisy = model.posterior(X), model.posterior(X, observation_noise=True)
+    assert torch.allclose(noisy.variance - latent.variance, model.likelihood.noise.expand(3, 5, 1))
+    assert model.num_outputs == 1 and model.batch_shape == torch.Size([])
+    samples = latent.rsample(torch.Size([7]))
+    assert samples.shape == (7, 3, 5, 1)
+
+
+# the posterior changes where an input's nearest-inducing set changes, so L-BFGS-B line searches may stop early
+@pytest.mark.filterwarnings("ignore:Optimization failed")
+def test_qlogei_with_optimize_acqf(fitted):
+    model = fitted[0]
+    acqf = qLogExpectedImprovement(model, best_f=model.train_targets.max())
+    bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    cand, value = optimize_acqf(acqf, bounds=bounds, q=2, num_restarts=2, raw_samples=32, options={"maxiter": 20})
+    assert cand.shape == (2, 2) and ((cand >= 0) & (cand <= 1)).all()
+    assert torch.isfinite(value)
+
+
+def test_fixed_inducing_locations_and_kmeans_init():
+    X, Y, _ = _data(n=200)
+    model = SWSGP(X, Y, num_inducing=30, num_neighbors=5, inducing_points="kmeans", learn_inducing_locations=False)
+    assert "variational_strategy.inducing_points" not in dict(model.named_parameters())
+    Z0 = model.variational_strategy.inducing_points.clone()
+    gpkit.fit(model, epochs=2, batch_size=50)
+    assert torch.equal(model.variational_strategy.inducing_points, Z0)
+
+
+def test_neighbours_refresh_when_inducing_points_move():
+    X, Y, _ = _data(n=200)
+    model = SWSGP(X, Y, num_inducing=30, num_neighbors=5)
+    model.refresh_neighbors()
+    before = model._train_neighbors.clone()
+    with torch.no_grad():
+        model.variational_strategy.inducing_points.copy_(torch.rand(30, 2))
+    model.on_epoch_end(1)
+    after = model._train_neighbors
+    assert not torch.equal(before, after)
+    assert torch.equal(after, model.variational_strategy.neighbors(X))
+
+
+@pytest.mark.parametrize(
+    "likelihood, make_y",
+    [
+        (gpytorch.likelihoods.BernoulliLikelihood, lambda f: (f > 0).double()),
+        (lambda: gpytorch.likelihoods.StudentTLikelihood(), lambda f: f + 0.05 * torch.randn_like(f)),
+    ],
+)
+def test_non_gaussian_likelihoods(likelihood, make_y):
+    X, _, f = _data(n=300)
+    model = SWSGP(X, make_y(f).unsqueeze(-1), likelihood=likelihood(), num_inducing=60, num_neighbors=8)
+    gpkit.fit(model, epochs=10, lr=0.03, batch_size=50, seed=0)
+    assert model.fit_history[-1] < model.fit_history[0]
+    mean = model.posterior(X).mean.squeeze(-1)
+    assert torch.corrcoef(torch.stack([mean, f]))[0, 1] > 0.8
+    with pytest.raises(ValueError, match="observation_noise"):
+        model.posterior(X[:3], observation_noise=True)
+
+
+def test_float32():
+    X, Y, _f = _data(n=200)
+    model = SWSGP(X.float(), Y.float(), num_inducing=40, num_neighbors=6)
+    gpkit.fit(model, epochs=2, batch_size=50)
+    post = model.posterior(X[:5].float())
+    assert post.mean.dtype == torch.float32 and torch.isfinite(post.variance).all()
+
+
+def test_bad_inputs():
+    X, Y, _ = _data(n=50)
+    with pytest.raises(ValueError, match="num_neighbors"):
+        SWSGP(X, Y, num_inducing=10, num_neighbors=11)
+    with pytest.raises(ValueError, match="num_inducing"):
+        SWSGP(X, Y, num_inducing=51, num_neighbors=5)
+    bad = X.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="train_X"):
+        SWSGP(bad, Y, num_inducing=10, num_neighbors=5)
+    bad = Y.clone()
+    bad[0] = float("inf")
+    with pytest.raises(ValueError, match="train_Y"):
+        SWSGP(X, bad, num_inducing=10, num_neighbors=5)
+    with pytest.raises(ValueError, match="train_Y"):
+        SWSGP(X, Y[:40], num_inducing=10, num_neighbors=5)
+    with pytest.raises(ValueError, match="train_X"):
+        SWSGP(X[0], Y, num_inducing=10, num_neighbors=5)
+    with pytest.raises(ValueError, match="inducing_init"):
+        SWSGP(X, Y, num_inducing=10, num_neighbors=5, inducing_points="grid")
+    model = SWSGP(X, Y, num_inducing=10, num_neighbors=5)
+    with pytest.raises(ValueError, match="NaN"):
+        model.posterior(torch.full((2, 2), float("nan")))
+    with pytest.raises(ValueError, match="X must"):
+        model.posterior(torch.rand(2, 3))
+
+
+def test_variational_mean_starts_at_nearest_targets():
+    X, Y, _ = _data(n=100)
+    model = SWSGP(X, Y, num_inducing=20, num_neighbors=4, inducing_points="kmeans")
+    Z = model.variational_strategy.inducing_points.detach()
+    nearest = torch.cdist(Z, X).argmin(-1)
+    assert torch.equal(model.variational_strategy.variational_distribution.variational_mean, Y[nearest, 0])
+    # a non-Gaussian likelihood starts from the prior mean
+    model = SWSGP(X, (Y > 0).double(), likelihood=gpytorch.likelihoods.BernoulliLikelihood(), num_inducing=20,
+                  num_neighbors=4)
+    assert torch.equal(model.variational_strategy.variational_distribution.variational_mean, torch.zeros(20))
