@@ -30,8 +30,9 @@ import torch
 import gpkit
 from gpkit.likelihoods import BernoulliLogitLikelihood
 from gpkit.datasets import load, min_max, standardize, synthetic_gp
-from gpkit.demos.dklgp import VNNGPBaseline, kmeans_points, latent_metrics, predict
-from gpkit.demos.swsgp import SVGPBaseline, gaussian_metrics
+from gpkit.baselines import SVGPBaseline, VNNGPBaseline
+from gpkit.metrics import gaussian_metrics, latent_metrics, predict_latent
+from gpkit.variational.inducing_points import init_inducing_points
 from gpkit.models import DKLGP
 from gpkit.neighbors import find_duplicates
 
@@ -139,7 +140,7 @@ def _fit_all(bench, Xtr, ytr, kernel, make_lik, rho, epochs, lr, fixed: bool, re
             model = VNNGPBaseline(Xtr, ytr, k, lik, k=max(1, round(m)), batch_size=BATCH)
             sec, mem = _train(bench, model, epochs, lr)
         else:
-            model = SVGPBaseline(kmeans_points(Xtr, max(1, round(m))))
+            model = SVGPBaseline(init_inducing_points(Xtr, max(1, round(m)), "kmeans"))
             model.covar_module = k
             sec, mem = _train(bench, model, epochs, lr, train_X=Xtr, train_Y=ytr, likelihood=lik)
         yield method, model, lik, sec, mem, m
@@ -164,7 +165,7 @@ def _simulations(bench, cfg):
                 fixed=True,
             )
             for method, model, _, sec, mem, m in fits:
-                met = latent_metrics(*predict(model, Xte), f_test)
+                met = latent_metrics(*predict_latent(model, Xte), f_test)
                 bench.add(
                     case,
                     method,

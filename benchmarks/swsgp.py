@@ -25,9 +25,10 @@ import torch
 
 import gpkit
 from gpkit.datasets import load, standardize
-from gpkit.demos.swsgp import SVGPBaseline, gaussian_metrics
+from gpkit.baselines import SVGPBaseline
+from gpkit.metrics import gaussian_metrics
 from gpkit.models import SWSGP
-from gpkit.models.swsgp import init_inducing_points
+from gpkit.variational.inducing_points import init_inducing_points
 
 DATASETS = ("elevators", "bike", "kin40k", "protein", "keggdirected")
 BATCH, LR = 100, 0.01

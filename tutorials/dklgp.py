@@ -42,8 +42,9 @@ import torch
 
 import gpkit
 from gpkit.datasets import load, min_max, standardize
-from gpkit.demos.dklgp import VNNGPBaseline, kmeans_points
-from gpkit.demos.swsgp import SVGPBaseline, gaussian_metrics
+from gpkit.baselines import SVGPBaseline, VNNGPBaseline
+from gpkit.metrics import gaussian_metrics
+from gpkit.variational.inducing_points import init_inducing_points
 from gpkit.models import DKLGP
 from gpkit.neighbors import find_duplicates
 
@@ -95,7 +96,7 @@ vnngp = VNNGPBaseline(X_train, y_train, matern(d), gpytorch.likelihoods.Gaussian
 gpkit.fit(vnngp, epochs=epochs, lr=0.01, batch_size=128, progress=False, seed=0)
 results["VNNGP"] = gaussian_metrics(vnngp, vnngp.likelihood, X_test, y_test, float(y_std))
 
-svgp = SVGPBaseline(kmeans_points(X_train, m))
+svgp = SVGPBaseline(init_inducing_points(X_train, m, "kmeans"))
 svgp.covar_module = matern(d)
 svgp_lik = gpytorch.likelihoods.GaussianLikelihood()
 gpkit.fit(

@@ -39,9 +39,10 @@ import torch
 
 import gpkit
 from gpkit.datasets import load, standardize
-from gpkit.demos.swsgp import SVGPBaseline, gaussian_metrics
+from gpkit.baselines import SVGPBaseline
+from gpkit.metrics import gaussian_metrics
 from gpkit.models import SWSGP
-from gpkit.models.swsgp import init_inducing_points
+from gpkit.variational.inducing_points import init_inducing_points
 
 SMOKE_TEST = os.environ.get("SMOKE_TEST")
 torch.manual_seed(0)

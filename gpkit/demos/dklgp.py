@@ -1,95 +1,14 @@
-"""``gpkit demo`` entry for DKLGP: double-KL sparse inverse Cholesky vs SVGP (M = m) and VNNGP (k = m).
-
-Also holds the GPyTorch VNNGP baseline (with the ``batch_loss`` protocol of :func:`gpkit.fit`), the
-k-means inducing-point initialisation and the latent-function metrics that the DKLGP benchmark and
-tutorial reuse.
-"""
+"""``gpkit demo`` entry for DKLGP: double-KL sparse inverse Cholesky vs SVGP (M = m) and VNNGP (k = m)."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import gpytorch
 import torch
-from torch import Tensor
 
-__all__ = ["VNNGPBaseline", "demo", "kmeans_points", "latent_metrics", "predict"]
-
-
-class VNNGPBaseline(gpytorch.models.ApproximateGP):
-    """GPyTorch's VNNGP (``NNVariationalStrategy`` + mean-field ``q``) with each point conditioning on its
-    ``k`` nearest previous points, trainable by :func:`gpkit.fit` through ``batch_loss``.
-
-    The strategy draws its own minibatches (a permutation per epoch, ``training_batch_size`` each), so
-    ``batch_loss`` uses the size of the index it is given but VNNGP's own indices, as GPyTorch intends.
-
-    :param train_X: ``n x d`` inputs (all of them are inducing points).
-    :param train_y: ``n`` targets.
-    :param covar_module: the kernel.
-    :param likelihood: a GPyTorch likelihood.
-    :param k: neighbours per point.
-    :param batch_size: training minibatch size.
-    :param jitter: added to the kernel blocks.
-    """
-
-    def __init__(
-        self,
-        train_X: Tensor,
-        train_y: Tensor,
-        covar_module,
-        likelihood,
-        k: int,
-        batch_size: int = 128,
-        jitter: float = 1e-4,
-    ):
-        n = train_X.shape[0]
-        q = gpytorch.variational.MeanFieldVariationalDistribution(n)
-        strategy = gpytorch.variational.NNVariationalStrategy(
-            self, train_X, q, k=k, training_batch_size=min(batch_size, n), jitter_val=jitter
-        )
-        super().__init__(strategy)
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = covar_module
-        self.likelihood = likelihood
-        self.register_buffer("train_y", train_y)
-        self.to(train_X)
-
-    def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-    @property
-    def num_data(self) -> int:
-        return self.train_y.shape[0]
-
-    def batch_loss(self, index: Tensor) -> Tensor:
-        output = self(None)
-        target = self.train_y[self.variational_strategy.current_training_indices]
-        return -gpytorch.mlls.VariationalELBO(self.likelihood, self, num_data=self.num_data)(output, target)
-
-
-def kmeans_points(X: Tensor, M: int, seed: int = 0) -> Tensor:
-    """``M`` k-means centres of ``X`` (scikit-learn), as inducing-point initialisation."""
-    from sklearn.cluster import KMeans
-
-    km = KMeans(n_clusters=M, n_init=1, random_state=seed, max_iter=50).fit(X.detach().cpu().numpy())
-    return torch.as_tensor(km.cluster_centers_, dtype=X.dtype, device=X.device)
-
-
-@torch.no_grad()
-def predict(model, X: Tensor, chunk: int = 1024) -> tuple[Tensor, Tensor]:
-    """Latent predictive means and variances of ``model`` at ``X`` (independent marginals, chunked)."""
-    model.eval()
-    outs = [model(xb) for xb in X.split(chunk)]
-    return torch.cat([o.mean for o in outs]), torch.cat([o.variance for o in outs])
-
-
-def latent_metrics(mean: Tensor, var: Tensor, f: Tensor) -> dict:
-    """RMSE and mean full Gaussian NLL (incl. 0.5 log 2π) of the true latent values ``f``."""
-    var = var.clamp_min(1e-10)
-    nll = 0.5 * torch.log(2 * math.pi * var) + 0.5 * (f - mean).pow(2) / var
-    return {"rmse": (mean - f).pow(2).mean().sqrt().item(), "nll": nll.mean().item()}
+__all__ = ["demo"]
 
 
 def demo(out_dir: Path, quick: bool = False) -> list[dict]:
@@ -107,7 +26,9 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
 
     import gpkit
     from gpkit.datasets import synthetic_gp
-    from gpkit.demos.swsgp import SVGPBaseline
+    from gpkit.baselines import SVGPBaseline, VNNGPBaseline
+    from gpkit.metrics import latent_metrics, predict_latent
+    from gpkit.variational.inducing_points import init_inducing_points
     from gpkit.models import DKLGP
 
     n, epochs = (1000, 8) if quick else (2000, 25)
@@ -147,25 +68,25 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
         reorder_epoch=None,
     )
     gpkit.fit(model, **opts)
-    rows["DKLGP"] = (latent_metrics(*predict(model, Xte), f_test), time.perf_counter() - start)
+    rows["DKLGP"] = (latent_metrics(*predict_latent(model, Xte), f_test), time.perf_counter() - start)
     m = round((model.variational_strategy.index >= 0).sum(-1).double().mean().item())
 
     start = time.perf_counter()
     vnngp = VNNGPBaseline(Xtr, ytr, frozen_kernel(), gaussian(), k=m)
     gpkit.fit(vnngp, **opts)
-    rows["VNNGP"] = (latent_metrics(*predict(vnngp, Xte), f_test), time.perf_counter() - start)
+    rows["VNNGP"] = (latent_metrics(*predict_latent(vnngp, Xte), f_test), time.perf_counter() - start)
 
     start = time.perf_counter()
-    svgp = SVGPBaseline(kmeans_points(Xtr, m))
+    svgp = SVGPBaseline(init_inducing_points(Xtr, m, "kmeans"))
     svgp.covar_module = frozen_kernel()
     gpkit.fit(svgp, train_X=Xtr, train_Y=ytr, likelihood=gaussian(), **opts)
-    rows["SVGP"] = (latent_metrics(*predict(svgp, Xte), f_test), time.perf_counter() - start)
+    rows["SVGP"] = (latent_metrics(*predict_latent(svgp, Xte), f_test), time.perf_counter() - start)
 
     # latent means on a grid
     g = torch.linspace(0, 1, 50, dtype=Xtr.dtype)
     grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     for name, mod in [("DKLGP", model), ("VNNGP", vnngp), ("SVGP", svgp)]:
-        preds[name] = predict(mod, grid)[0].reshape(50, 50)
+        preds[name] = predict_latent(mod, grid)[0].reshape(50, 50)
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), constrained_layout=True)
     vmin, vmax = float(ds.extras["f"].min()), float(ds.extras["f"].max())
     axes[0].scatter(Xtr[:, 0], Xtr[:, 1], c=ytr, s=3, cmap="viridis", vmin=vmin, vmax=vmax)

@@ -1,63 +1,14 @@
-"""``gpkit demo`` entry for SWSGP: many inducing points at the per-step cost of a tiny SVGP.
-
-Also holds the GPyTorch SVGP baseline and the Gaussian test metrics that the SWSGP benchmark reuses.
-"""
+"""``gpkit demo`` entry for SWSGP: many inducing points at the per-step cost of a tiny SVGP."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import gpytorch
 import torch
-from torch import Tensor
 
-__all__ = ["SVGPBaseline", "demo", "gaussian_metrics"]
-
-
-class SVGPBaseline(gpytorch.models.ApproximateGP):
-    """GPyTorch's SVGP: ``CholeskyVariationalDistribution`` with a whitened (default) or unwhitened strategy
-    and the SWSGP default prior (constant mean, Matérn-5/2 ARD).
-
-    :param inducing_points: initial inducing locations, ``M x d`` (learned).
-    :param whitened: ``VariationalStrategy`` if True, else ``UnwhitenedVariationalStrategy``.
-    """
-
-    def __init__(self, inducing_points: Tensor, whitened: bool = True) -> None:
-        q = gpytorch.variational.CholeskyVariationalDistribution(inducing_points.size(0))
-        cls = gpytorch.variational.VariationalStrategy if whitened else gpytorch.variational.UnwhitenedVariationalStrategy
-        super().__init__(cls(self, inducing_points, q, learn_inducing_locations=True))
-        self.mean_module = gpytorch.means.ConstantMean()
-        d = inducing_points.size(-1)
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=d))
-        self.to(inducing_points)
-
-    def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
-@torch.no_grad()
-def gaussian_metrics(model, likelihood, X: Tensor, y: Tensor, y_std: float = 1.0, chunk: int = 1024) -> dict:
-    """Test RMSE and mean full Gaussian NLL (incl. 0.5 log 2π) on the original target scale.
-
-    :param model: trained GPyTorch model (eval mode is set here).
-    :param likelihood: its Gaussian likelihood.
-    :param X: test inputs ``m x d`` (standardised like the training inputs).
-    :param y: test targets ``m`` on the standardised scale.
-    :param y_std: standard deviation used to standardise the targets.
-    :param chunk: test inputs per call (each gets its marginal).
-    :return: ``{"rmse": ..., "nll": ...}``.
-    """
-    model.eval(), likelihood.eval()
-    means, variances = [], []
-    for xb in X.split(chunk):
-        pred = likelihood(model(xb))
-        means.append(pred.mean), variances.append(pred.variance)
-    mean, var = torch.cat(means), torch.cat(variances)
-    rmse = (mean - y).pow(2).mean().sqrt().item() * y_std
-    nll = (0.5 * torch.log(2 * math.pi * var) + 0.5 * (y - mean).pow(2) / var).mean().item() + math.log(y_std)
-    return {"rmse": rmse, "nll": nll}
+__all__ = ["demo"]
 
 
 def demo(out_dir: Path, quick: bool = False) -> list[dict]:
@@ -74,6 +25,8 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
 
     import gpkit
     from gpkit.datasets import load, standardize
+    from gpkit.baselines import SVGPBaseline
+    from gpkit.metrics import gaussian_metrics
     from gpkit.models import SWSGP
 
     n, M, H, epochs = (1500, 300, 16, 8) if quick else (2500, 500, 16, 16)

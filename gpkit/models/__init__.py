@@ -1,2 +1,6 @@
-from gpkit.models.swsgp import SWSGP  # noqa: F401
-from gpkit.models.dklgp import DKLGP  # noqa: F401
+"""Ready models that a BoTorch user fits with :func:`gpkit.fit` and queries with ``posterior``."""
+
+from gpkit.models.dklgp import DKLGP
+from gpkit.models.swsgp import SWSGP
+
+__all__ = ["DKLGP", "SWSGP"]

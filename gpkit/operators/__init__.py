@@ -1,5 +1,8 @@
-from .kronecker_grid import KroneckerCholesky, mode_product
-from gpkit.operators.sparse_triangular import (  # noqa: F401
+"""Structured linear algebra: DKLGP's sparse triangular factor and the Kronecker grid algebra of the PDE solver."""
+
+from gpkit.operators.incomplete_cholesky import gram_on_pattern, incomplete_reverse_cholesky
+from gpkit.operators.kronecker_grid import KroneckerCholesky, mode_product
+from gpkit.operators.sparse_triangular import (
     SparseTriangularLinearOperator,
     block_solve,
     canonical_pattern,
@@ -8,4 +11,17 @@ from gpkit.operators.sparse_triangular import (  # noqa: F401
     trim_padding,
     union_sets,
 )
-from gpkit.operators.incomplete_cholesky import gram_on_pattern, incomplete_reverse_cholesky  # noqa: F401
+
+__all__ = [
+    "KroneckerCholesky",
+    "SparseTriangularLinearOperator",
+    "block_solve",
+    "canonical_pattern",
+    "dense_block",
+    "gram_on_pattern",
+    "incomplete_reverse_cholesky",
+    "mode_product",
+    "pattern_positions",
+    "trim_padding",
+    "union_sets",
+]
