@@ -297,7 +297,7 @@ def main(bench):
         device=device,
     )
     bench.note(
-        f"Budgets (CPU, 1 thread): GP-HM (spectral mixture, Q=30, jitter 1e-9) {budget['gp_1d']} Adam iterations "
+        f"Budgets: GP-HM (spectral mixture, Q=30, jitter 1e-9) {budget['gp_1d']} Adam iterations "
         f"in 1-D and {budget['gp_2d']} in 2-D (lr 1e-2, cosine schedule), then a residual-only finish: "
         f"{budget['rounds']} Gauss–Newton polish rounds (closed-form tau, v), or for linear 2-D problems the "
         f"collocation solve (Sylvester equation). GP-SE / GP-Matérn: {budget['baseline']} iterations + the same "
