@@ -33,7 +33,7 @@ _DEFAULTS = {
 }
 _OPTIONS = {
     "epochs", "max_iter", "lr", "batch_size", "optimizer", "schedule", "progress", "seed", "callback",
-    "tol", "patience", "train_X", "train_Y", "likelihood",
+    "tol", "patience", "train_X", "train_Y", "likelihood", "betas",
 }
 
 
@@ -58,6 +58,8 @@ def fit(obj, **options):
     :param batch_size: minibatch size (minibatch mode).
     :param optimizer: ``"adam"`` or ``"lbfgs"`` (L-BFGS only in full-batch mode).
     :param schedule: ``None`` or ``"cosine"`` (decays the learning rate to lr/100 over the run).
+    :param betas: Adam's ``(beta1, beta2)`` (default ``(0.9, 0.999)``); a smaller beta2 adapts faster when
+        early gradients are huge.
     :param progress: show a progress bar; default: only when stderr is a terminal.
     :param seed: seed for the batch order (and anything else drawn during training).
     :param callback: ``callback(FitState)``; returning ``True`` stops training.
@@ -193,9 +195,10 @@ def _make_optimizer(obj, module: torch.nn.Module, opts: dict, total_steps: int):
         optimizers = [optimizer]
     else:
         dense = [p for p in params if all(p is not q for q in sparse)]
-        optimizers = [torch.optim.Adam(dense, lr=opts["lr"])] if dense else []
+        betas = tuple(opts.get("betas") or (0.9, 0.999))
+        optimizers = [torch.optim.Adam(dense, lr=opts["lr"], betas=betas)] if dense else []
         if sparse:
-            optimizers.append(torch.optim.SparseAdam(sparse, lr=opts["lr"]))
+            optimizers.append(torch.optim.SparseAdam(sparse, lr=opts["lr"], betas=betas))
     schedulers = []
     if opts.get("schedule") == "cosine":
         schedulers = [

@@ -83,9 +83,10 @@ class Quadratic(torch.nn.Module):
         return ((self.x - torch.tensor([1.0, 0.5])) ** 2).sum()
 
 
-@pytest.mark.parametrize("optimizer, max_iter", [("adam", 2000), ("lbfgs", 20)])
-def test_fullbatch_reaches_minimiser(optimizer, max_iter):
-    obj = gpkit.fit(Quadratic(), optimizer=optimizer, max_iter=max_iter, lr=0.05 if optimizer == "adam" else 1.0)
+@pytest.mark.parametrize("optimizer, max_iter, betas", [("adam", 2000, None), ("adam", 2000, (0.9, 0.99)), ("lbfgs", 20, None)])
+def test_fullbatch_reaches_minimiser(optimizer, max_iter, betas):
+    lr = 0.05 if optimizer == "adam" else 1.0
+    obj = gpkit.fit(Quadratic(), optimizer=optimizer, max_iter=max_iter, lr=lr, betas=betas)
     assert torch.allclose(obj.x.detach(), torch.tensor([1.0, 0.5]), atol=1e-3)
     assert not obj.training
 
