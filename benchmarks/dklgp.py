@@ -28,13 +28,13 @@ import gpytorch
 import torch
 
 import gpkit
-from gpkit.likelihoods import BernoulliLogitLikelihood
-from gpkit.datasets import load, min_max, standardize, synthetic_gp
 from gpkit.baselines import SVGPBaseline, VNNGPBaseline
+from gpkit.datasets import load, min_max, standardize, synthetic_gp
+from gpkit.likelihoods import BernoulliLogitLikelihood
 from gpkit.metrics import gaussian_metrics, latent_metrics, predict_latent
-from gpkit.variational.inducing_points import init_inducing_points
 from gpkit.models import DKLGP
 from gpkit.neighbors import find_duplicates
+from gpkit.variational.inducing_points import init_inducing_points
 
 UCI_RHO = {"elevators": 1.25, "bike": 1.75, "kin40k": 1.25, "protein": 1.5, "keggdirected": 1.5}
 BATCH = 128
@@ -285,8 +285,15 @@ def _scaling(bench, cfg):
             )
 
 
+def _warm_up_process() -> None:
+    """Pay the process's one-time costs (the first ``torch.optim.Adam`` imports ``torch._dynamo``, ~1 s)
+    before anything is timed, so that they are not charged to whichever method happens to run first."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.01)
+
+
 def main(bench) -> None:
     cfg = _config(bench)
+    _warm_up_process()
     _simulations(bench, cfg)
     merged = _uci(bench, cfg)
     _scaling(bench, cfg)
@@ -302,6 +309,14 @@ def main(bench) -> None:
         f"UCI: training sets subsampled to at most {cfg['uci_max_train']} points (CPU budget; test sets complete), "
         f"{cfg['uci_epochs']} epochs, lr {cfg['lr']}; DKLGP re-orders with the learned lengthscales after epoch "
         f"{cfg['reorder']}. Duplicated training inputs merged (rows removed per set: {merged})."
+    )
+    bench.note(
+        "Timing: one throwaway torch.optim.Adam is built before anything is timed (the first one in a process "
+        "imports torch._dynamo, ~1 s, which used to be charged to the first method timed). DKLGP's seconds per "
+        "epoch include its one-off work per pattern: the per-column index maps of the blocks V[A_j, A_j] and, "
+        "with frozen kernel hyperparameters (the simulations), the factor U, both built at the first step and "
+        "after the re-ordering (UCI), and the re-ordering itself (maximin ordering, patterns, Newton/IC0 "
+        "initialisation). GPyTorch's VNNGP recomputes its k x k blocks every step and has no re-ordering."
     )
     bench.note(
         "Scaling: seconds per optimizer step (batch 128, median). The minibatch ELBO and its gradient cost "

@@ -199,9 +199,8 @@ class DKLGP(ApproximateGP, GPyTorchModel):
         precision ``U U^T + W``, backtracking) to the posterior mode ``f``, ``nu = f`` and
         ``V = IC0(U U^T + W)`` (``W``: negative likelihood curvature at ``f``)."""
         strategy, q = self.variational_strategy, self.variational_strategy.variational_distribution
-        cols = torch.arange(self.num_data, device=self.train_X.device)
-        parts = [strategy.prior_factor_columns(c) for c in cols.split(4096)]
-        u = torch.cat([p[0] for p in parts])
+        u = strategy.prior_factor_all()
+        strategy._frozen_prior(values=u)  # cached for training if the kernel is frozen
         mu = self.mean_module(strategy.inputs)
         q.initialize_from_prior(strategy.index, u, mean=mu if nu is None else nu)
         if self.init != "newton":
@@ -253,6 +252,17 @@ class DKLGP(ApproximateGP, GPyTorchModel):
     # -------------------------------------------------------------------------------- gpytorch
     def forward(self, x: Tensor) -> MultivariateNormal:
         return MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    def prior_mean_covar(self, x: Tensor, covar: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Prior mean and (if ``covar``) dense kernel matrix at ``x``, as :meth:`forward` gives them but
+        without building a distribution (the strategy's per-minibatch fast path)."""
+        if type(self).forward is not DKLGP.forward:  # a subclass with its own prior
+            prior = self.forward(x)
+            return prior.mean, prior.lazy_covariance_matrix.to_dense() if covar else None
+        if not covar:
+            return self.mean_module(x), None
+        with gpytorch.settings.lazily_evaluate_kernels(False):
+            return self.mean_module(x), self.covar_module(x).to_dense()
 
     @property
     def train_inputs(self) -> tuple[Tensor]:

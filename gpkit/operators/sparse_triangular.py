@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from linear_operator.operators import DenseLinearOperator, LinearOperator
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "SparseTriangularLinearOperator",
+    "block_entries",
     "block_solve",
     "canonical_pattern",
     "dense_block",
@@ -91,56 +93,85 @@ def dense_block(index: Tensor, values: Tensor, cols: Tensor) -> Tensor:
 
 
 class _BlockSolve(torch.autograd.Function):
-    """``x = F[A, A]^{-1} rhs`` per batch; the backward pass forms gradients only at the stored entries."""
+    """``x = F[A, A]^{-1} rhs`` per batch; the backward pass forms gradients only at the stored entries.
+
+    ``flat`` holds each value's position in the ``b·a·a`` dense blocks; positions in a strictly lower
+    triangle are never read by the solves (padding entries may point there)."""
 
     @staticmethod
     def forward(ctx, vals: Tensor, flat: Tensor, pad: Tensor, rhs: Tensor) -> Tensor:
         b, a = pad.shape
-        block = torch.zeros(b * a * a, dtype=vals.dtype, device=vals.device).index_put_((flat,), vals)
-        block = block.view(b, a, a) + torch.diag_embed(pad.to(vals.dtype))
+        block = torch.zeros(b * a * a, dtype=vals.dtype, device=vals.device).scatter_(0, flat, vals)
+        block = block.view(b, a, a)
+        block.diagonal(dim1=-2, dim2=-1).add_(pad.to(vals.dtype))
         x = torch.linalg.solve_triangular(block, rhs, upper=True)
         ctx.save_for_backward(block, x, flat)
         return x
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_x: Tensor):
         block, x, flat = ctx.saved_tensors
-        b, a, k = x.shape
         w = torch.linalg.solve_triangular(block.mT, grad_x, upper=False)  # F^{-T} grad_x
-        batch, rest = flat // (a * a), flat % (a * a)
-        row, col = batch * a + rest // a, batch * a + rest % a
-        # d/dF_pq of <grad_x, F^{-1} rhs> = -(w x^T)_pq
-        grad_vals = -(w.reshape(b * a, k)[row] * x.reshape(b * a, k)[col]).sum(-1)
-        return grad_vals, None, None, w
+        # d/dF_pq of <grad_x, F^{-1} rhs> = -(w x^T)_pq, read off at the stored entries only
+        return -(w @ x.mT).reshape(-1).index_select(0, flat), None, None, w
 
 
-def block_solve(index: Tensor, entry_values, cols: Tensor, rhs: Tensor) -> Tensor:
+def block_entries(index: Tensor, cols: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The nonzeros of the principal blocks ``F[A_b, A_b]`` of a column-stored upper-triangular ``F``.
+
+    :param index: ``n x m`` canonical pattern of ``F``.
+    :param cols: ``b x a`` ascending index sets (``-1`` padding first).
+    :return: ``(batch, position, storage)``, each of length ``nnz``: the block ``b``, the flat position
+        ``row * a + column`` inside that ``a x a`` block, and the flat position ``column * m + slot`` of the
+        value in ``F``'s ``n x m`` storage.
+    """
+    b, a = cols.shape
+    m = index.shape[-1]
+    safe = cols.clamp_min(0)
+    rows = index[safe]  # shape: (b, a, m), rows of column cols[b, q]
+    rows = torch.where((cols >= 0).unsqueeze(-1), rows, torch.full_like(rows, -1))
+    # each row located by a binary search within its own block's (ascending) index set
+    pos, found = pattern_positions(cols, rows.reshape(b, a * m))
+    bi, k = found.nonzero(as_tuple=True)
+    qi, si = k // m, k % m
+    return bi, pos[bi, k] * a + qi, safe[bi, qi] * m + si
+
+
+def block_solve(
+    index: Tensor, entry_values, cols: Tensor, rhs: Tensor, entries=None, stored_values=None
+) -> Tensor:
     """Solve ``F[A_b, A_b] x_b = rhs_b`` for the principal blocks of a column-stored upper-triangular ``F``.
 
     Only the nonzeros of each block are gathered (O(b·a·m) index work, O(b·a²) for the dense triangular
-    solve); the backward pass forms gradients only at those entries, never for the dense ``b·a²`` block.
+    solve); the backward pass forms gradients only at those entries.
 
     :param index: ``n x m`` canonical pattern of ``F``.
     :param entry_values: callable ``(columns, slots) -> values`` giving ``F[index[c, s], c]`` for 1-D
         LongTensors of columns ``c`` and slots ``s`` (e.g. ``lambda c, s: values[c, s]``).
     :param cols: ``b x a`` ascending index sets (``-1`` padding first).
     :param rhs: ``b x a x k`` right-hand sides.
+    :param entries: optional precomputed ``(position, storage)``, each ``b x e``: the flat position
+        ``batch * a * a + row * a + column`` in the dense blocks and the ``column * m + slot`` storage
+        position of each value; padding entries may point at a strictly lower block position (ignored)
+        with storage position ``n * m`` (value zero). Default: :func:`block_entries`.
+    :param stored_values: optional callable ``storage -> values`` used with ``entries`` instead of
+        ``entry_values`` (must accept the padding position ``n * m``).
     :return: ``b x a x k`` solutions (padding rows solve with a unit diagonal).
     """
-    b, a = cols.shape
-    n1 = index.shape[0] + 1
-    safe = cols.clamp_min(0)
-    rows = index[safe]  # shape: (b, a, m), rows of column cols[b, q]
-    valid = (rows >= 0) & (cols >= 0).unsqueeze(-1)
-    bi, qi, si = valid.nonzero(as_tuple=True)
-    # rows of the blocks' columns located in the blocks' index sets: one global sorted key per (batch, index)
-    keys = (torch.arange(b, device=cols.device).unsqueeze(-1) * n1 + cols).reshape(-1)
-    query = bi * n1 + rows[bi, qi, si]
-    pos = torch.searchsorted(keys, query).clamp_max(b * a - 1)
-    keep = (keys[pos] == query).nonzero().squeeze(-1)
-    bi, qi, si, pos = bi[keep], qi[keep], si[keep], pos[keep]
-    flat = bi * (a * a) + (pos - bi * a) * a + qi
-    vals = entry_values(safe[bi, qi], si)
+    a, m = cols.shape[-1], index.shape[-1]
+    if entries is None:
+        bi, pos, store = block_entries(index, cols)
+        flat = bi * (a * a) + pos
+        vals = entry_values(store // m, store % m)
+    else:
+        flat, store = (t.reshape(-1) for t in entries)
+        if stored_values is not None:
+            vals = stored_values(store)
+        else:
+            padded = store >= index.numel()
+            safe = torch.where(padded, 0, store)
+            vals = torch.where(padded, 0.0, entry_values(safe // m, safe % m))
     return _BlockSolve.apply(vals, flat, cols < 0, rhs)
 
 

@@ -8,6 +8,7 @@ from gpytorch.module import Module
 from torch import Tensor
 
 from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator, canonical_pattern
+from gpkit.variational.gather import gather_rows
 
 __all__ = ["SparseCholeskyVariationalDistribution"]
 
@@ -80,20 +81,22 @@ class SparseCholeskyVariationalDistribution(Module):
     def values(self) -> Tensor:
         """``n x m`` entries of ``V`` aligned with ``index`` (last column: the diagonal)."""
         diag = self.raw_values[:, -1:].exp() + self.floor
-        rows = self.index[:, :-1]
-        off = (
-            self.raw_values[:, :-1]
-            * (rows >= 0).to(self.raw_values.dtype)
-            * self.row_scale[rows.clamp_min(0)]
-        )
-        return torch.cat([off, diag], dim=-1)
+        return torch.cat([self.raw_values[:, :-1] * self._off_scale(), diag], dim=-1)
+
+    def _off_scale(self) -> Tensor:
+        """``row_scale[index[:, :-1]]`` (zero at padding), cached until ``row_scale`` or ``index`` change."""
+        key = (self.row_scale.data_ptr(), self.row_scale._version, self.index.data_ptr(), self.index._version)
+        cache = getattr(self, "_off_scale_cache", None)
+        if cache is None or cache[0] != key:
+            rows = self.index[:, :-1]
+            scale = self.row_scale.index_select(0, rows.clamp_min(0).reshape(-1)).view(rows.shape)
+            cache = (key, scale * (rows >= 0).to(scale.dtype))
+            object.__setattr__(self, "_off_scale_cache", cache)
+        return cache[1]
 
     def _rows(self, param: Tensor, rows: Tensor) -> Tensor:
         """``param[rows]``, with a sparse gradient when ``sparse_grad``."""
-        if not self.sparse_grad:
-            return param[rows]
-        unique, inverse = torch.unique(rows, return_inverse=True)
-        return torch.nn.functional.embedding(unique, param, sparse=True)[inverse]
+        return gather_rows(param, rows, self.sparse_grad)
 
     def mean_at(self, index: Tensor) -> Tensor:
         """``nu[index]`` (any shape)."""
@@ -111,6 +114,31 @@ class SparseCholeskyVariationalDistribution(Module):
         diag = torch.where(is_diag, raw, torch.zeros_like(raw)).exp() + self.floor
         off = raw * self.row_scale[self.index[columns, slots].clamp_min(0)]
         return torch.where(is_diag, diag, off)
+
+    def stored_values(self, store: Tensor) -> Tensor:
+        """Entries of ``V`` at flat storage positions ``store = column * m + slot`` (position ``n * m``: zero).
+
+        Forms all ``n x m`` values when that is cheaper than gathering each entry (and without
+        ``sparse_grad``)."""
+        nm, m = self.index.numel(), self.index.shape[-1]
+        if not self.sparse_grad and nm <= 4 * store.numel():
+            flat = torch.cat([self.values().reshape(-1), self.raw_values.new_zeros(1)])
+            return flat.index_select(0, store.reshape(-1)).reshape(store.shape)
+        padded = store >= nm
+        safe = store.clamp_max(nm - 1)
+        if self.sparse_grad:
+            vals = self.entry_values(safe // m, safe % m)
+        else:
+            raw = self.raw_values.reshape(-1).index_select(0, safe.reshape(-1)).reshape(store.shape)
+            rows = self.index.reshape(-1).index_select(0, safe.reshape(-1)).reshape(store.shape)
+            is_diag = safe % m == m - 1
+            diag = torch.where(is_diag, raw, torch.zeros_like(raw)).exp() + self.floor
+            vals = torch.where(
+                is_diag,
+                diag,
+                raw * self.row_scale.index_select(0, rows.clamp_min(0).reshape(-1)).reshape(store.shape),
+            )
+        return torch.where(padded, 0.0, vals)
 
     def diag_values(self, columns: Tensor) -> Tensor:
         """``V_jj`` for the columns ``j``."""

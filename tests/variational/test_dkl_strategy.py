@@ -261,3 +261,50 @@ def test_sparse_gradients_match_dense():
     torch.testing.assert_close(grads[1][1].to_dense(), grads[0][1])
     torch.testing.assert_close(grads[1][2], grads[0][2])
     torch.optim.SparseAdam([q.raw_values, q.raw_mean], lr=0.01).step()  # accepted by the sparse optimizer
+
+
+def _terms_and_grads(model, batch):
+    q = model.variational_strategy.variational_distribution
+    q.zero_grad()
+    mean, var, kl = model.variational_strategy.column_terms(batch)
+    (mean.sum() + var.sum() + kl.sum()).backward()
+    return [mean.detach(), var.detach(), kl.detach(), q.raw_values.grad.clone(), q.raw_mean.grad.clone()]
+
+
+def test_cached_index_maps_and_frozen_prior_match_direct_computation():
+    # the per-pattern index maps and the cached prior factor are speed-ups only: identical results
+    X, _ = data()
+    index = random_pattern(X.shape[0], 4)
+    model = TinyDKL(X, index, closure_sets(index))
+    randomize_q(model)
+    model.train()
+    s = model.variational_strategy
+    batch = torch.tensor([13, 2, 7, 9, 0, 5])
+    s.cache_bytes = 0  # no index maps: entries located per minibatch
+    direct = _terms_and_grads(model, batch)
+    assert s._block_plan() is None
+    s.cache_bytes = 2**28
+    for frozen in (False, True):
+        model.covar_module.requires_grad_(not frozen)
+        for a, b in zip(_terms_and_grads(model, batch), direct):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert s._block_plan() is not None and s._frozen_prior() is not None
+    # a changed (frozen) hyperparameter invalidates the cached prior factor
+    model.covar_module.base_kernel.lengthscale = torch.tensor([0.4, 0.2])
+    cached = _terms_and_grads(model, batch)
+    s._prior_cache = None
+    torch.testing.assert_close(cached[2], _terms_and_grads(model, batch)[2], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(cached[2], direct[2])
+
+
+def test_inverse_cholesky_last_column_value_and_gradient():
+    from gpkit.variational.sparse_inverse_cholesky import inverse_cholesky_last_column
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(3, 5, 5, generator=g, dtype=torch.float64)
+    K = A @ A.mT + 5 * torch.eye(5, dtype=torch.float64)
+    u = inverse_cholesky_last_column(K)
+    Kinv_e = torch.linalg.solve(K, torch.eye(5, dtype=torch.float64)[:, -1].expand(3, 5).unsqueeze(-1))
+    torch.testing.assert_close(u, (Kinv_e / Kinv_e[:, -1:].sqrt()).squeeze(-1))
+    sym = lambda M: inverse_cholesky_last_column(0.5 * (M + M.mT))
+    assert torch.autograd.gradcheck(sym, (K.clone().requires_grad_(True),))
