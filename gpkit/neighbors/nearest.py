@@ -21,11 +21,12 @@ def knn(
     k: int,
     lengthscale: Tensor | float | None = None,
     backend: str | None = None,
+    workers: int = -1,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` nearest ``points`` of every query, nearest first (Euclidean).
 
-    Two backends: ``"kdtree"`` (SciPy ``cKDTree`` on the CPU, one thread; the default unless both inputs
-    are on CUDA) and ``"torch"`` (default for CUDA inputs): a blocked exact search on the inputs' device,
+    Two backends: ``"kdtree"`` (SciPy ``cKDTree`` on the CPU, queries spread over ``workers`` threads; the
+    default unless both inputs are on CUDA) and ``"torch"`` (default for CUDA inputs): a blocked exact search on the inputs' device,
     squared distances of centred points by matrix products, ``topk``, then the kept distances recomputed
     directly (so returned distances have full precision; only near-ties closer than the matmul rounding
     may swap order). Ties are broken arbitrarily.
@@ -35,6 +36,8 @@ def knn(
     :param k: number of neighbours, ``1 <= k <= n``.
     :param lengthscale: optional ARD lengthscales; distances are those of the scaled inputs.
     :param backend: ``"kdtree"``, ``"torch"`` or None (choose by device).
+    :param workers: threads of the kd-tree queries (SciPy's ``workers``: -1 = all cores); results do not
+        depend on it.
     :return: ``(dist, index)``, each ``(q, k)``; ``index`` a LongTensor into ``points``, on
         ``queries``' device; ``dist`` in ``queries``' dtype.
     """
@@ -50,12 +53,19 @@ def knn(
     if q_arr.shape[1] != p_arr.shape[1]:
         raise ValueError(f"queries has d={q_arr.shape[1]} columns but points has d={p_arr.shape[1]}")
     k = check_int(k, "k", 1, p_arr.shape[0])
+    workers = _check_workers(workers)
     q_arr, p_arr = scale_points(q_arr, lengthscale), scale_points(p_arr, lengthscale)
-    dist, index = cKDTree(p_arr).query(q_arr, k=[*range(1, k + 1)])
+    dist, index = cKDTree(p_arr).query(q_arr, k=[*range(1, k + 1)], workers=workers)
     return (
         torch.from_numpy(dist).to(device=device, dtype=dtype),
         torch.from_numpy(index.astype(np.int64)).to(device),
     )
+
+
+def _check_workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers == 0 or workers < -1:
+        raise ValueError(f"workers must be a positive int or -1 (all cores), got {workers!r}")
+    return workers
 
 
 def _knn_torch(queries: Tensor, points: Tensor, k: int, lengthscale) -> tuple[Tensor, Tensor]:
@@ -100,6 +110,7 @@ def previous_knn(
     X_ordered: Tensor,
     k: int,
     lengthscale: Tensor | float | None = None,
+    workers: int = -1,
 ) -> tuple[Tensor, Tensor]:
     """For each point ``j``, its ``k`` nearest points among ``X_ordered[:j]`` (VNNGP-style neighbours).
 
@@ -110,6 +121,7 @@ def previous_knn(
     :param X_ordered: ordered points, shape ``(n, d)``.
     :param k: neighbours per point, ``1 <= k <= n``; row ``j`` has only ``min(j, k)`` of them.
     :param lengthscale: optional ARD lengthscales; distances are those of the scaled inputs.
+    :param workers: threads of the kd-tree queries (-1 = all cores); results do not depend on it.
     :return: ``(index, mask)``, each ``(n, k)``: row ``j`` lists its neighbours nearest first in the
         first ``min(j, k)`` columns (``mask`` True); the remaining entries are index 0 with mask False.
         On ``X_ordered``'s device.
@@ -117,6 +129,7 @@ def previous_knn(
     arr, device, _ = as_points(X_ordered, "X_ordered")
     n = arr.shape[0]
     k = check_int(k, "k", 1, n)
+    workers = _check_workers(workers)
     arr = scale_points(arr, lengthscale)
     index = np.zeros((n, k), dtype=np.int64)
     mask = np.zeros((n, k), dtype=bool)
@@ -133,7 +146,7 @@ def previous_knn(
         rows = np.arange(a, b)
         kq = min(b, k + math.ceil(k * (b - a) / b) + 2)
         while rows.size:
-            _, nb = tree.query(arr[rows], k=[*range(1, kq + 1)])
+            _, nb = tree.query(arr[rows], k=[*range(1, kq + 1)], workers=workers)
             valid = nb < rows[:, None]
             ok = valid.sum(-1) >= k
             if kq == b:

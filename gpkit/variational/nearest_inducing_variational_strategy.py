@@ -11,6 +11,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from gpkit.neighbors import knn
+from gpkit.variational.gather import gather_rows
 from gpkit.variational.local_cholesky_variational_distribution import LocalCholeskyVariationalDistribution
 
 __all__ = ["NearestInducingVariationalStrategy"]
@@ -48,6 +49,9 @@ class NearestInducingVariationalStrategy(Module):
     :param learn_inducing_locations: make the inducing locations a parameter.
     :param jitter_val: added to :math:`\mathbf K_{AA}`'s diagonal; default GPyTorch's variational jitter.
     :param max_joint_inducing: largest union size for a joint predictive covariance in eval mode.
+    :param sparse_grad: read the learned inducing locations row by row with a sparse gradient (for
+        ``torch.optim.SparseAdam``), so a step does not touch all :math:`M` of them; the variational
+        parameters follow the distribution's own ``sparse_grad``.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class NearestInducingVariationalStrategy(Module):
         learn_inducing_locations: bool = True,
         jitter_val: float | None = None,
         max_joint_inducing: int = 1024,
+        sparse_grad: bool = False,
     ) -> None:
         super().__init__()
         if not torch.is_tensor(inducing_points) or inducing_points.dim() != 2:
@@ -82,6 +87,7 @@ class NearestInducingVariationalStrategy(Module):
         self.learn_inducing_locations = learn_inducing_locations
         self.jitter_val = jitter_val
         self.max_joint_inducing = max_joint_inducing
+        self.sparse_grad = bool(sparse_grad)
         self._kl = None
 
     @property
@@ -140,14 +146,16 @@ class NearestInducingVariationalStrategy(Module):
     def _conditional(self, x: Tensor, index: Tensor, mask: Tensor | None, with_kl: bool):
         """Joint q(f) of inputs ``x`` (..., q, d) given active sets ``index`` (..., S) sorted ascending."""
         s = index.size(-1)
-        z = self.inducing_points[index]  # shape: (..., S, d)
+        sparse = self.sparse_grad and self.learn_inducing_locations
+        z = gather_rows(self.inducing_points, index, sparse)  # shape: (..., S, d)
         batch = torch.broadcast_shapes(z.shape[:-2], x.shape[:-2])
         full = torch.cat([z.expand(*batch, *z.shape[-2:]), x.expand(*batch, *x.shape[-2:])], dim=-2)
         prior = self.model.forward(full)
         mu = prior.mean  # shape: (..., S + q)
         k = prior.lazy_covariance_matrix.to_dense()  # shape: (..., S + q, S + q)
         k_aa, k_ax, k_xx = k[..., :s, :s], k[..., :s, s:], k[..., s:, s:]
-        diff = self._variational_distribution.mean(index) - mu[..., :s]  # shape: (..., S)
+        m_a, factor = self._variational_distribution.local(index, mask)  # shapes: (..., S), (..., S, S)
+        diff = m_a - mu[..., :s]
         jitter = self.jitter_val or settings.variational_cholesky_jitter.value(k.dtype)
         eye = torch.eye(s, dtype=k.dtype, device=k.device)
         if mask is not None:
@@ -156,7 +164,6 @@ class NearestInducingVariationalStrategy(Module):
             k_ax = k_ax * mask.unsqueeze(-1)
             diff = diff * mask
         chol = psd_safe_cholesky(k_aa + jitter * eye)  # shape: (..., S, S)
-        factor = self._variational_distribution.factor(index, mask)  # shape: (..., S, S)
         q = x.size(-2)
         # one triangular solve for C^-1 [K_Ax, L_A, m_A - mu_A]
         rhs = [k_ax, factor, diff.unsqueeze(-1)] if with_kl else [k_ax]

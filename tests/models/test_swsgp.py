@@ -154,3 +154,58 @@ def test_variational_mean_starts_at_nearest_targets():
     model = SWSGP(X, (Y > 0).double(), likelihood=gpytorch.likelihoods.BernoulliLikelihood(), num_inducing=20,
                   num_neighbors=4)
     assert torch.equal(model.variational_strategy.variational_distribution.variational_mean, torch.zeros(20))
+
+
+def test_sparse_grad_gives_the_same_loss_and_gradients():
+    X, Y, _ = _data(n=120)
+    models = [SWSGP(X, Y, num_inducing=40, num_neighbors=6, sparse_grad=s) for s in (False, True)]
+    g = torch.Generator().manual_seed(2)
+    state = models[0].state_dict()
+    state["variational_strategy._variational_distribution.local_rows"] = 0.1 * torch.randn(40, 7, generator=g)
+    for m in models:
+        m.load_state_dict(state)
+        m.train()
+    assert models[0].sparse_parameters() == []
+    sparse = models[1].sparse_parameters()
+    assert len(sparse) == 2  # local rows and inducing locations
+    batch = torch.arange(0, 120, 3)
+    losses = [m.batch_loss(batch) for m in models]
+    assert torch.equal(losses[0], losses[1])  # forward values identical
+    for m, loss in zip(models, losses):
+        loss.backward()
+    touched = models[1].variational_strategy.neighbors(X[batch]).unique()
+    strategy = models[0].variational_strategy
+    dense = [strategy.variational_distribution.local_rows, strategy.inducing_points]
+    for dense_p, sparse_p in zip(dense, sparse):
+        assert sparse_p.grad.is_sparse and not dense_p.grad.is_sparse
+        assert torch.allclose(sparse_p.grad.to_dense(), dense_p.grad, atol=1e-12)
+        rows = sparse_p.grad.coalesce().indices()[0]
+        assert torch.equal(rows, touched)  # only the batch's active inducing points
+    # everything else (kernel, mean, likelihood) keeps a dense gradient
+    others = [p for p in models[1].parameters() if all(p is not q for q in sparse)]
+    assert others and all(p.grad is not None and not p.grad.is_sparse for p in others)
+
+
+def test_fit_with_sparse_grad():
+    torch.manual_seed(0)
+    # SparseAdam raises on a dense gradient, so a completed fit shows the gradients are sparse
+    model, _X, _Y, _f = _fitted(epochs=30, sparse_grad=True)
+    Xt, _, ft = _data(n=200, seed=1)
+    rmse = (model.posterior(Xt).mean.squeeze(-1) - ft).pow(2).mean().sqrt()
+    assert rmse < 0.1
+    assert model.fit_history[-1] < model.fit_history[0]
+
+
+def test_neighbours_not_recomputed_when_inducing_points_did_not_move(monkeypatch):
+    X, Y, _ = _data(n=200)
+    model = SWSGP(X, Y, num_inducing=30, num_neighbors=5)
+    model.refresh_neighbors()
+    calls = []
+    search = model.variational_strategy.neighbors
+    monkeypatch.setattr(model.variational_strategy, "neighbors", lambda x: calls.append(1) or search(x))
+    model.on_epoch_end(1)
+    assert calls == []
+    with torch.no_grad():
+        model.variational_strategy.inducing_points[3] += 0.01
+    model.on_epoch_end(2)
+    assert calls == [1]

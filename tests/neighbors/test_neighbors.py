@@ -409,3 +409,16 @@ def test_cuda():
     assert P.index.is_cuda and P.mask.is_cuda
     assert test_pattern(X[order], ell, Q, 1.5).index.is_cuda
     assert all(t.is_cuda for t in previous_knn(X[order], 8))
+
+
+def test_kdtree_workers_do_not_change_results():
+    g = torch.Generator().manual_seed(5)
+    Q, P = torch.rand(300, 3, generator=g, dtype=torch.float64), torch.rand(200, 3, generator=g, dtype=torch.float64)
+    one, many = knn(Q, P, 7, workers=1), knn(Q, P, 7, workers=-1)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+    assert all(torch.equal(a, b) for a, b in zip(previous_knn(P, 5, workers=1), previous_knn(P, 5, workers=2)))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="workers"):
+            knn(Q, P, 3, workers=bad)
+        with pytest.raises(ValueError, match="workers"):
+            previous_knn(P, 3, workers=bad)
