@@ -41,12 +41,12 @@ import matplotlib.pyplot as plt
 import torch
 
 import gpkit
-from gpkit.datasets import load, min_max, standardize
 from gpkit.baselines import SVGPBaseline, VNNGPBaseline
+from gpkit.datasets import load, min_max, standardize
 from gpkit.metrics import gaussian_metrics
-from gpkit.variational.inducing_points import init_inducing_points
 from gpkit.models import DKLGP
 from gpkit.neighbors import find_duplicates
+from gpkit.variational.inducing_points import init_inducing_points
 
 SMOKE_TEST = os.environ.get("SMOKE_TEST")
 torch.manual_seed(0)

@@ -11,6 +11,7 @@ from gpytorch.models import ApproximateGP
 from torch import Tensor
 
 from gpkit import neighbors
+from gpkit.models._checks import check_training_data
 from gpkit.operators.incomplete_cholesky import gram_on_pattern, incomplete_reverse_cholesky
 from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator, canonical_pattern
 from gpkit.variational.dkl_variational_strategy import DKLVariationalStrategy
@@ -29,20 +30,8 @@ def _lengthscale(kernel) -> Tensor | None:
 
 
 def _check_inputs(train_X: Tensor, train_Y: Tensor) -> tuple[Tensor, Tensor]:
-    if not isinstance(train_X, Tensor) or not isinstance(train_Y, Tensor):
-        raise TypeError("train_X and train_Y must be torch.Tensors")
-    if train_X.dim() != 2 or train_X.shape[0] == 0:
-        raise ValueError(f"train_X must be a non-empty n x d tensor, got shape {tuple(train_X.shape)}")
-    if train_Y.dim() == 2 and train_Y.shape[-1] == 1:
-        train_Y = train_Y.squeeze(-1)
-    if train_Y.dim() != 1 or train_Y.shape[0] != train_X.shape[0]:
-        raise ValueError(
-            f"train_Y must have shape n x 1 or n with n={train_X.shape[0]}, got {tuple(train_Y.shape)}"
-        )
-    if not torch.isfinite(train_X).all():
-        raise ValueError("train_X contains NaN or inf")
-    if not torch.isfinite(train_Y).all():
-        raise ValueError("train_Y contains NaN or inf")
+    train_X, train_Y = check_training_data(train_X, train_Y)
+    train_Y = train_Y.squeeze(-1)
     groups = neighbors.find_duplicates(train_X)
     if groups:
         raise ValueError(
@@ -50,7 +39,7 @@ def _check_inputs(train_X: Tensor, train_Y: Tensor) -> tuple[Tensor, Tensor]:
             "DKLGP needs distinct inputs (duplicates make the kernel matrix singular and break the maximin "
             "ordering). Merge them first, e.g. average train_Y over repeated inputs."
         )
-    return train_X, train_Y.to(train_X.dtype)
+    return train_X, train_Y
 
 
 class DKLGP(ApproximateGP, GPyTorchModel):

@@ -12,6 +12,7 @@ from gpytorch.mlls import VariationalELBO
 from gpytorch.models import ApproximateGP
 from torch import Tensor
 
+from gpkit.models._checks import check_training_data
 from gpkit.neighbors import knn
 from gpkit.variational.inducing_points import init_inducing_points
 from gpkit.variational.local_cholesky_variational_distribution import LocalCholeskyVariationalDistribution
@@ -84,7 +85,7 @@ class SWSGP(ApproximateGP, GPyTorchModel):
         seed: int = 0,
         sparse_grad: bool = False,
     ) -> None:
-        train_X, train_Y = _check_data(train_X, train_Y)
+        train_X, train_Y = check_training_data(train_X, train_Y)
         n, d = train_X.shape
         if isinstance(inducing_points, Tensor):
             if inducing_points.dim() != 2 or inducing_points.size(-1) != d:
@@ -188,21 +189,3 @@ class SWSGP(ApproximateGP, GPyTorchModel):
         if observation_noise is not False and not isinstance(self.likelihood, _GaussianLikelihoodBase):
             raise ValueError("observation_noise needs a Gaussian likelihood; use the likelihood on the latent posterior")
         return super().posterior(X, observation_noise=observation_noise, posterior_transform=posterior_transform)
-
-
-def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
-    if not torch.is_tensor(train_X) or train_X.dim() != 2 or train_X.size(0) == 0:
-        raise ValueError("train_X must be a non-empty tensor of shape (n, d)")
-    if not torch.is_floating_point(train_X):
-        raise TypeError(f"train_X must be floating point, got {train_X.dtype}")
-    if not torch.is_tensor(train_Y):
-        raise TypeError("train_Y must be a tensor of shape (n, 1)")
-    if train_Y.dim() == 1:
-        train_Y = train_Y.unsqueeze(-1)
-    if train_Y.shape != (train_X.size(0), 1):
-        raise ValueError(f"train_Y must have shape ({train_X.size(0)}, 1), got {tuple(train_Y.shape)}")
-    if not torch.isfinite(train_X).all():
-        raise ValueError("train_X contains NaN or inf")
-    if not torch.isfinite(train_Y).all():
-        raise ValueError("train_Y contains NaN or inf")
-    return train_X, train_Y.to(train_X)
