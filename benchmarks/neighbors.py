@@ -74,6 +74,8 @@ def main(bench) -> None:
     growth = {"gpkit order+S": [], "gpkit order": [], "gpkit kNN": [], "cdist+topk kNN": []}
     for n in sizes:
         one_size(bench, n, growth)
+    if not bench.quick:
+        ordering_only(bench, 1_000_000)
     bench.compare(
         "gpkit", ["brute-force O(n^2)", "cdist+topk", "gpytorch NNUtil"], ["seconds", "cpu_seconds"]
     )
@@ -85,6 +87,29 @@ def main(bench) -> None:
         "The brute-force maximin loop is O(n^2) by construction; kNN queries are min(n, 10^4) points, so the "
         "cdist baseline grows like n beyond 10^4 queries, not n^2. mean_S / mean_A: average |S_j| / |A_j|. "
         "CPU timings on a shared machine are noisy: read the ratios."
+    )
+
+
+def ordering_only(bench, n: int) -> None:
+    """The ordering and the sparsity pattern alone at large ``n`` (one run each; no baselines)."""
+    X = torch.rand(n, D, generator=torch.Generator().manual_seed(0), dtype=bench.dtype)
+    m, cpu = measure(bench, lambda: maximin_order(X), repeats=1, warmup=0)
+    order, dist = m.value
+    bench.add(f"order n={n}", "gpkit", seconds=m.seconds, cpu_seconds=cpu, peak_memory_mb=m.peak_memory_mb)
+    m, cpu_s = measure(bench, lambda: sparsity_pattern(X[order], dist, RHO), repeats=1, warmup=0)
+    bench.add(
+        f"order+S n={n}",
+        "gpkit",
+        seconds=None,
+        cpu_seconds=cpu + cpu_s,
+        pattern_cpu_seconds=cpu_s,
+        mean_S=float(m.value.sizes.double().mean()),
+        max_S=m.value.max_size,
+        peak_memory_mb=m.peak_memory_mb,
+    )
+    bench.note(
+        f"n = {n}: ordering and pattern only (one run each, CPU seconds; no baselines, not in the slopes above): "
+        f"order {cpu:.1f} s, pattern {cpu_s:.1f} s."
     )
 
 
