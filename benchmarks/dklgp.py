@@ -34,6 +34,7 @@ from gpkit.likelihoods import BernoulliLogitLikelihood
 from gpkit.metrics import gaussian_metrics, latent_metrics, predict_latent
 from gpkit.models import DKLGP
 from gpkit.neighbors import find_duplicates
+from gpkit.training import make_optimizer
 from gpkit.variational.inducing_points import init_inducing_points
 
 UCI_RHO = {"elevators": 1.25, "bike": 1.75, "kin40k": 1.25, "protein": 1.5, "keggdirected": 1.5}
@@ -258,19 +259,12 @@ def _scaling(bench, cfg):
         it = itertools.cycle(torch.randperm(n, generator=g).to(bench.device).split(BATCH)[:-1])
         for method, sparse in [("DKLGP", False), ("DKLGP (sparse Adam)", True)]:
             q.sparse_grad = sparse
-            var_params = [q.raw_values, q.raw_mean]
-            others = [p for p in model.parameters() if all(p is not v for v in var_params)]
-            if sparse:
-                opts = [torch.optim.SparseAdam(var_params, lr=0.01), torch.optim.Adam(others, lr=0.01)]
-            else:
-                opts = [torch.optim.Adam(model.parameters(), lr=0.01)]
+            opt = make_optimizer(model, lr=0.01)  # as gpkit.fit: SparseAdam for sparse_parameters()
 
-            def step(opts=opts, model=model, it=it):
-                for opt in opts:
-                    opt.zero_grad(set_to_none=True)
+            def step(opt=opt, model=model, it=it):
+                opt.zero_grad()
                 model.batch_loss(next(it)).backward()
-                for opt in opts:
-                    opt.step()
+                opt.step()
 
             meas = bench.measure(step, repeats=cfg["steps"], warmup=1)
             bench.add(

@@ -32,6 +32,7 @@ from gpkit.baselines import SVGPBaseline
 from gpkit.datasets import load, standardize
 from gpkit.metrics import gaussian_metrics
 from gpkit.models import SWSGP
+from gpkit.training import make_optimizer
 from gpkit.variational.inducing_points import init_inducing_points
 
 DATASETS = ("elevators", "bike", "kin40k", "protein", "keggdirected")
@@ -86,22 +87,18 @@ def _step_times(bench, models: dict, n: int, repeats: int) -> dict:
         state = {k: v.clone() for k, v in model.state_dict().items()}
         for sparse in (False, True):
             _set_sparse_grad(model, sparse)
-            sp = model.sparse_parameters()
-            dense = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in sp)]
-            opts = [torch.optim.Adam(dense, lr=LR)] + ([torch.optim.SparseAdam(sp, lr=LR)] if sp else [])
+            opt = make_optimizer(model, lr=LR)
             batches = torch.randperm(n, generator=torch.Generator().manual_seed(1)).to(bench.device).split(BATCH)
-            runs[M, sparse] = (model, sparse, opts, iter(batches), state)
+            runs[M, sparse] = (model, sparse, opt, iter(batches), state)
     times = {key: [] for key in runs}
     for r in range(repeats + 2):  # two warm-up rounds
-        for key, (model, sparse, opts, batches, _) in runs.items():
+        for key, (model, sparse, opt, batches, _) in runs.items():
             _set_sparse_grad(model, sparse)
             model.train()
             start = time.perf_counter()
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             model.batch_loss(next(batches)).backward()
-            for opt in opts:
-                opt.step()
+            opt.step()
             if bench.device.type == "cuda":
                 torch.cuda.synchronize(bench.device)
             if r >= 2:
@@ -119,7 +116,7 @@ def _set_sparse_grad(model, sparse: bool) -> None:
 
 def _step_cost(bench, module, loss_fn, n: int, steps: int) -> tuple[float, float]:
     """Seconds per optimizer step (batch 100) and peak memory, from ``steps`` steps after one warm-up."""
-    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=LR)
+    opt = make_optimizer(module, lr=LR)
     module.train()
     index = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: (steps + 1) * BATCH].to(bench.device)
     batches = list(index.split(BATCH))

@@ -25,7 +25,7 @@ import gpytorch
 import torch
 from torch import Tensor
 
-__all__ = ["fit", "FitState"]
+__all__ = ["FitState", "fit", "make_optimizer"]
 
 _DEFAULTS = {
     "minibatch": {"epochs": 20, "lr": 0.01, "batch_size": 256, "optimizer": "adam", "tol": 0.0, "patience": 5},
@@ -167,16 +167,25 @@ class _Optimizers:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure):
-        if len(self.optimizers) == 1:  # L-BFGS needs the closure itself
+    def step(self, closure=None):
+        if closure is not None and len(self.optimizers) == 1:  # L-BFGS needs the closure itself
             loss = self.optimizers[0].step(closure)
         else:
-            loss = closure()
+            loss = closure() if closure is not None else None
             for optimizer in self.optimizers:
                 optimizer.step()
         for scheduler in self.schedulers:
             scheduler.step()
         return loss
+
+
+def make_optimizer(obj, lr: float = 0.01, betas: tuple[float, float] | None = None):
+    """The optimizer :func:`gpkit.fit` uses in minibatch mode, for code that drives its own steps (e.g. a
+    benchmark timing single steps): Adam, plus ``SparseAdam`` for ``obj.sparse_parameters()``.
+
+    :return: an object with ``zero_grad()`` and ``step()``.
+    """
+    return _make_optimizer(obj, obj, {"lr": lr, "betas": betas, "optimizer": "adam"}, total_steps=1)
 
 
 def _make_optimizer(obj, module: torch.nn.Module, opts: dict, total_steps: int):
@@ -292,7 +301,7 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
                 loss = batch_loss(index)
                 tracker.check_finite(loss, f"epoch {epoch}, step {step + 1}")
                 loss.backward()
-                optimizer.step(lambda loss=loss: loss)
+                optimizer.step()
                 total += loss.item() * index.numel()
                 step += 1
                 if step >= max_steps:

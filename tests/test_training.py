@@ -203,3 +203,16 @@ def test_lbfgs_rejects_sparse_parameters():
     obj.sparse_parameters = lambda: [obj.x]
     with pytest.raises(ValueError, match="sparse gradients"):
         gpkit.fit(obj, optimizer="lbfgs")
+
+
+def test_make_optimizer_matches_fit_split():
+    obj = PerDatumOffsets(torch.randn(20))
+    opt = gpkit.make_optimizer(obj, lr=0.05)
+    kinds = sorted(type(o).__name__ for o in opt.optimizers)
+    assert kinds == ["Adam", "SparseAdam"]
+    before = obj.offsets.detach().clone()
+    opt.zero_grad()
+    obj.batch_loss(torch.tensor([0, 3])).backward()
+    opt.step()
+    changed = (obj.offsets.detach() != before).squeeze(-1).nonzero().squeeze(-1).tolist()
+    assert changed == [0, 3]  # lazy (sparse) update touches only the batch's rows
