@@ -150,10 +150,10 @@ class SWSGP(ApproximateGP, GPyTorchModel):
     def sparse_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters with sparse gradients (for ``torch.optim.SparseAdam`` in :func:`gpkit.fit`)."""
         strategy = self.variational_strategy
-        if not strategy.sparse_grad:
-            return []
-        out = [strategy.variational_distribution.local_rows]
-        if strategy.learn_inducing_locations:
+        out = []
+        if strategy.variational_distribution.sparse_grad:
+            out.append(strategy.variational_distribution.local_rows)
+        if strategy.sparse_grad and strategy.learn_inducing_locations:
             out.append(strategy.inducing_points)
         return out
 
