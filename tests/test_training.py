@@ -54,6 +54,7 @@ def _rmse(model, likelihood, X, y):
     return (mean - y).pow(2).mean().sqrt().item()
 
 
+@pytest.mark.accuracy
 def test_svgp_matches_exact_gp_rmse_on_real_data():
     X, y, X_test, y_test = _diabetes_split()
     exact_likelihood = gpytorch.likelihoods.GaussianLikelihood()
