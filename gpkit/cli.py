@@ -1,4 +1,7 @@
-"""The ``gpkit`` command line: ``gpkit demo``, ``gpkit bench NAME``, ``gpkit datasets``."""
+"""The ``gpkit`` command line: ``gpkit demo``, ``gpkit bench NAME``, ``gpkit datasets``.
+
+Only the standard library is imported at start-up; each command imports what it needs.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ METHODS = [
     ("Dual memory GP", "gpkit.demos.dual_memory"),
 ]
 
-_DESCRIPTION = """\
-gpkit: Gaussian-process models on GPyTorch and BoTorch.
-
-  gpkit demo              fit every method on built-in data and print a comparison table
-  gpkit bench NAME        run benchmarks/NAME.py (gpkit vs GPyTorch/BoTorch baselines side by side)
-  gpkit datasets          list the data sets gpkit can load and whether each is present
+_DESCRIPTION = "gpkit: Gaussian-process models on GPyTorch and BoTorch."
+_EPILOG = """\
+examples:
+  gpkit demo --quick            every built method on built-in data, one table vs the baselines
+  gpkit bench swsgp --quick     benchmarks/swsgp.py: gpkit vs its baselines side by side
+  gpkit datasets                every data set gpkit.datasets.load(name) reads, and whether it is here
 """
 
 
@@ -38,6 +41,11 @@ def _demo_module(module_name: str):
 
 
 def run_demo(out_dir: Path, quick: bool = False, only: list[str] | None = None) -> list[dict]:
+    """Run the demo of every method in :data:`METHODS` (or those matching ``only``).
+
+    :return: the rows of every demo module (schema: :mod:`gpkit.demos`); a method whose demo module
+        does not exist yet gives one row ``{"method": ..., "data": "-", "metric": "not yet built"}``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for method, module_name in METHODS:
@@ -49,28 +57,62 @@ def run_demo(out_dir: Path, quick: bool = False, only: list[str] | None = None) 
             continue
         print(f"[gpkit demo] {method} ...", flush=True)
         start = time.perf_counter()
-        for row in module.demo(out_dir, quick=quick):
-            row.setdefault("seconds", time.perf_counter() - start)
-            rows.append(row)
+        rows.extend(module.demo(out_dir, quick=quick))
+        print(f"[gpkit demo] {method} done in {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 
 
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4g}"
+    return str(value)
+
+
 def format_table(rows: list[dict]) -> str:
-    columns = ["method", "data", "metric", "value", "baseline", "baseline_value", "seconds"]
-    headers = ["method", "data", "metric", "gpkit", "baseline", "baseline value", "time (s)"]
+    """The demo rows as plain-text tables: one line per (method, data, baseline), metrics as columns.
 
-    def cell(value) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value)
-
-    table = [headers] + [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    Rows with the same metric names share one table; each metric cell reads ``gpkit / baseline``; the
+    last two columns are gpkit's and the baseline's wall time in seconds. Methods not built yet are
+    listed at the end.
+    """
+    groups: dict[tuple, dict] = {}
+    missing = []
+    for r in rows:
+        if r.get("metric") == "not yet built":
+            missing.append(r["method"])
+            continue
+        key = (r["method"], r.get("data", ""), r.get("baseline") or "")
+        g = groups.setdefault(key, {"metrics": {}, "seconds": None, "baseline_seconds": None})
+        g["metrics"][r["metric"]] = (r.get("value"), r.get("baseline_value"))
+        for t in ("seconds", "baseline_seconds"):
+            if g[t] is None and r.get(t) is not None:
+                g[t] = r[t]
+    sections: list[tuple[tuple[str, ...], list]] = []
+    for key, g in groups.items():
+        names = tuple(g["metrics"])
+        if not sections or sections[-1][0] != names:
+            sections.append((names, []))
+        sections[-1][1].append((key, g))
+    blocks = []
+    for names, items in sections:
+        table = [["method", "data", "baseline", *names, "gpkit s", "base s"]]
+        for (method, data, baseline), g in items:
+            cells = []
+            for n in names:
+                value, base = g["metrics"][n]
+                cells.append(_cell(value) + (f" / {_cell(base)}" if base is not None else ""))
+            table.append([method, data, baseline, *cells, _cell(g["seconds"]), _cell(g["baseline_seconds"])])
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        blocks.append("\n".join(lines))
+    if blocks:
+        blocks.append("metric cells: gpkit / baseline; times: fit + predict wall seconds of each")
+    if missing:
+        blocks.append("not yet built: " + ", ".join(missing))
+    return "\n\n".join(blocks)
 
 
 def _cmd_demo(args) -> int:
@@ -93,39 +135,36 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_datasets(args) -> int:
-    from gpkit.datasets import available
+    from gpkit.datasets.catalog import format_available  # no torch: the listing is stated, not parsed
 
-    infos = available()
-    rows = [["name", "kind", "size", "source", "present"]]
-    for info in infos:
-        rows.append([info.name, info.kind, info.size, info.source, "yes" if info.present else "NO"])
-    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-    for k, r in enumerate(rows):
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_available())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gpkit", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="gpkit",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="fit every built method on built-in data; print a table vs baselines")
-    demo.add_argument("--out", default="gpkit-demo-output", help="folder for the plots (default: %(default)s)")
+    demo = sub.add_parser("demo", help="fit every built method on built-in data, print one table")
+    demo.add_argument(
+        "--out", default="gpkit-demo-output", help="folder for the plots (default: %(default)s)"
+    )
     demo.add_argument("--quick", action="store_true", help="smaller problems, for a smoke test")
     demo.add_argument("--only", nargs="*", metavar="METHOD", help="run only these methods (e.g. DKLGP PDE)")
     demo.set_defaults(func=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="run one benchmark: gpkit vs baselines, writes benchmarks/results/")
+    bench = sub.add_parser("bench", help="run benchmarks/NAME.py, write benchmarks/results/NAME.*")
     bench.add_argument("name", help="benchmark name, e.g. dklgp, swsgp, pde, neighbors ('list' lists them)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     bench.add_argument("--quick", action="store_true", help="reduced sizes, finishes in a few minutes")
     bench.set_defaults(func=_cmd_bench)
 
-    datasets = sub.add_parser("datasets", help="list every data set gpkit can load, its size and whether present")
+    datasets = sub.add_parser("datasets", help="list the data sets: kind, size, present or not")
     datasets.set_defaults(func=_cmd_datasets)
     return parser
 

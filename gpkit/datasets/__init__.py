@@ -3,71 +3,69 @@
 ``load(name, split=0, dtype=torch.float64, **options)`` returns a :class:`Dataset` (``X``, ``y``,
 ``splits``, ``extras``, ``description``). Real data are read from the shared data folder
 (``$GPKIT_DATA``, default ``../shared/data`` next to the source checkout); the scikit-learn toys and
-the synthetic generators are embedded. ``available()`` lists everything with its size.
+the synthetic generators are embedded. ``available()`` lists everything with its stated size, and
+``SPLITS`` says what ``split`` selects for each kind of set (a test fold, a stream or a seed).
 
 The UCI sets of treforevans/uci_datasets are mean-centred but **not scaled**: standardise them on
 the training split with :func:`standardize` (and :func:`min_max` for inputs in [0, 1]).
+
+The names below are imported on first use, so that listing the catalog needs no torch.
 """
 
-from ._io import ENV_VAR, data_dir
-from .dataset import (
-    Dataset,
-    DatasetInfo,
-    min_max,
-    random_split,
-    scaled_split,
-    standardize,
-    stratified_fold_split,
-)
-from .pde_solutions import PDE_SOLUTIONS, PDESolution, pde_solution
-from .point_patterns import HermiteIntensity, integrate, poisson_process, synthetic_point_process
-from .point_processes import polygon_contains, window_contains
-from .registry import available, canonical_name, data_folder, format_available, load, names, options
-from .synthetic import kernel_module, synthetic_classification, synthetic_gp
-from .vector_fields import (
-    fibonacci_sphere,
-    mesh_vector_field,
-    project_tangent,
-    smooth_ambient_field,
-    sphere_vector_field,
-    torus_vector_field,
-    vertex_normals,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ENV_VAR",
-    "PDE_SOLUTIONS",
-    "Dataset",
-    "DatasetInfo",
-    "HermiteIntensity",
-    "PDESolution",
-    "available",
-    "canonical_name",
-    "data_dir",
-    "data_folder",
-    "fibonacci_sphere",
-    "format_available",
-    "integrate",
-    "kernel_module",
-    "load",
-    "mesh_vector_field",
-    "min_max",
-    "names",
-    "options",
-    "pde_solution",
-    "poisson_process",
-    "polygon_contains",
-    "project_tangent",
-    "random_split",
-    "scaled_split",
-    "smooth_ambient_field",
-    "sphere_vector_field",
-    "standardize",
-    "stratified_fold_split",
-    "synthetic_classification",
-    "synthetic_gp",
-    "synthetic_point_process",
-    "torus_vector_field",
-    "vertex_normals",
-    "window_contains",
-]
+import importlib
+
+# public name -> submodule that defines it
+_EXPORTS = {
+    "ENV_VAR": "_io",
+    "data_dir": "_io",
+    "Dataset": "dataset",
+    "fold_split": "dataset",
+    "random_split": "dataset",
+    "min_max": "dataset",
+    "scaled_split": "dataset",
+    "standardize": "dataset",
+    "stratified_fold_split": "dataset",
+    "DatasetInfo": "catalog",
+    "SPLITS": "catalog",
+    "available": "catalog",
+    "canonical_name": "catalog",
+    "format_available": "catalog",
+    "names": "catalog",
+    "load": "registry",
+    "options": "registry",
+    "PDE_SOLUTIONS": "pde_solutions",
+    "PDESolution": "pde_solutions",
+    "pde_solution": "pde_solutions",
+    "HermiteIntensity": "point_patterns",
+    "integrate": "point_patterns",
+    "poisson_process": "point_patterns",
+    "synthetic_point_process": "point_patterns",
+    "polygon_contains": "point_processes",
+    "window_contains": "point_processes",
+    "kernel_module": "synthetic",
+    "synthetic_classification": "synthetic",
+    "synthetic_gp": "synthetic",
+    "fibonacci_sphere": "vector_fields",
+    "mesh_vector_field": "vector_fields",
+    "project_tangent": "vector_fields",
+    "smooth_ambient_field": "vector_fields",
+    "sphere_vector_field": "vector_fields",
+    "torus_vector_field": "vector_fields",
+    "vertex_normals": "vector_fields",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

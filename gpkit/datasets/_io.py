@@ -10,28 +10,14 @@ import csv
 import gzip
 import io
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from .catalog import candidate_dirs
+
 ENV_VAR = "GPKIT_DATA"
-
-
-def candidate_dirs() -> list[Path]:
-    """The folders searched for the shared data, in order.
-
-    :return: ``[$GPKIT_DATA]`` when the variable is set, else the source-checkout default and
-        ``$PWD/../shared/data``.
-    """
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return [Path(env).expanduser()]
-    # gpkit/datasets/_io.py -> parents[2] is the checkout, its parent holds shared/
-    checkout = Path(__file__).resolve().parents[2]
-    dirs = [checkout.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
-    return list(dict.fromkeys(dirs))
 
 
 def data_dir() -> Path:
@@ -159,17 +145,3 @@ def _read_obj(path: str, mtime: float) -> tuple[np.ndarray, np.ndarray]:
     v.setflags(write=False)
     f.setflags(write=False)
     return v, f
-
-
-def count_rows(path: Path, header: bool = False) -> int:
-    """Number of data rows of a text file (cached)."""
-    return _count_rows(*_key(path), header)
-
-
-@lru_cache(maxsize=128)
-def _count_rows(path: str, mtime: float, header: bool) -> int:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    n = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    return n - int(header)

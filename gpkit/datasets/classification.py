@@ -24,12 +24,6 @@ CLASSIFICATION_SETS: dict[str, tuple[int, int, int]] = {
     "banana": (5300, 2, 2),
     "mnist": (10000, 784, 10),
 }
-ALIASES = {
-    "libras": "movement_libras",
-    "pendigits": "penbased",
-    "mnist-test": "mnist",
-    "keel-banana": "banana",
-}
 
 
 def classification_files(name: str) -> list[str]:

@@ -78,33 +78,6 @@ class Dataset:
         return f"Dataset(name={self.name!r}, X={shape(self.X)}, y={shape(self.y)}, splits={{{sp}}})"
 
 
-@dataclass
-class DatasetInfo:
-    """One line of :func:`gpkit.datasets.available`.
-
-    :param name: registry name; :param kind: ``"regression"``, ``"classification"``,
-        ``"point-process"``, ``"manifold"``, ``"sequential"``, ``"synthetic"``...;
-    :param n: number of rows of ``X`` (``None`` when absent); :param shape: shape of ``X``;
-    :param source: the folder (or ``"embedded"``); :param present: whether it can be loaded.
-    """
-
-    name: str
-    kind: str
-    n: int | None
-    shape: tuple[int, ...] | None
-    source: str
-    present: bool
-
-    @property
-    def d(self) -> int | None:
-        return self.shape[1] if self.shape is not None and len(self.shape) > 1 else None
-
-    @property
-    def size(self) -> str:
-        """``"n x d"`` (the shape of ``X``), or ``"-"`` when the data set is absent."""
-        return " x ".join(str(s) for s in self.shape) if self.shape is not None else "-"
-
-
 def as_long(idx) -> Tensor:
     return torch.as_tensor(np.asarray(idx), dtype=torch.long)
 
@@ -116,7 +89,7 @@ def mask_split(test_mask: np.ndarray) -> dict[str, Tensor]:
 
 
 def random_split(n: int, test_fraction: float = 0.1, seed: int = 0) -> dict[str, Tensor]:
-    """Seeded random train/test split of ``range(n)`` (sorted indices).
+    """Seeded random train/test split of ``range(n)`` (sorted indices), used by the generators.
 
     :param test_fraction: share of test points (rounded to the nearest integer count, at least 1).
     :param seed: numpy seed.
@@ -126,6 +99,19 @@ def random_split(n: int, test_fraction: float = 0.1, seed: int = 0) -> dict[str,
     perm = np.random.default_rng(seed).permutation(n)
     n_test = max(1, round(test_fraction * n))
     return {"train": as_long(np.sort(perm[n_test:])), "test": as_long(np.sort(perm[:n_test]))}
+
+
+def fold_split(n: int, fold: int, num_folds: int = 10, seed: int = 0) -> dict[str, Tensor]:
+    """Train/test split where the test set is fold ``fold`` of a fixed random ``num_folds``-fold cut of ``range(n)``.
+
+    The folds (sorted indices) are disjoint over ``fold = 0..num_folds-1`` and cover every row once; the
+    partition depends only on ``n``, ``num_folds`` and ``seed``.
+    """
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"split must be in 0..{num_folds - 1}, got {fold}")
+    fold_of = np.empty(n, dtype=np.int64)
+    fold_of[np.random.default_rng(seed).permutation(n)] = np.arange(n) % num_folds
+    return mask_split(fold_of == fold)
 
 
 def stratified_fold_split(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .dataset import Dataset, random_split, stratified_fold_split
+from .dataset import Dataset, fold_split, stratified_fold_split
 
 #: registry name -> (sklearn loader name, task, (n, d))
 SKLEARN_SETS = {
@@ -15,21 +15,14 @@ SKLEARN_SETS = {
     "sklearn-wine": ("load_wine", "classification", (178, 13)),
     "diabetes": ("load_diabetes", "regression", (442, 10)),
 }
-ALIASES = {
-    "sklearn-digits": "digits",
-    "sklearn-iris": "iris",
-    "sklearn-breast-cancer": "breast-cancer",
-    "sklearn-diabetes": "diabetes",
-    "wine-sklearn": "sklearn-wine",
-}
 
 
 def load_sklearn(name: str, split: int = 0, dtype: torch.dtype = torch.float64) -> Dataset:
     """A scikit-learn toy set.
 
     Classification sets: ``y`` long labels, test = fold ``split`` of a stratified 10-fold partition
-    (seed 0). ``diabetes`` (regression, inputs already scaled by scikit-learn, raw target): random
-    90/10 split seeded with ``split``.
+    (seed 0). ``diabetes`` (regression, inputs already scaled by scikit-learn, raw target): test =
+    fold ``split`` of a random 10-fold partition (seed 0).
     """
     import sklearn.datasets
 
@@ -43,9 +36,9 @@ def load_sklearn(name: str, split: int = 0, dtype: torch.dtype = torch.float64) 
         how = f"test = fold {split} of a stratified 10-fold partition (seed 0)"
     else:
         y = torch.tensor(np.asarray(bunch.target, dtype=np.float64), dtype=dtype)
-        splits = random_split(len(y), 0.1, seed=split)
+        splits = fold_split(len(y), split, num_folds=10, seed=0)
         extras = {}
-        how = f"random 90/10 split seeded with {split}"
+        how = f"test = fold {split} of a random 10-fold partition (seed 0)"
     extras.update(feature_names=list(getattr(bunch, "feature_names", [])), split=split)
     desc = f"scikit-learn's bundled {loader[5:]} data ({task}); {how}."
     return Dataset(name, X, y, splits, extras, desc)

@@ -24,13 +24,6 @@ OTHER = {
     "wind": ["manifolds/wind/uwnd_mean.csv.gz", "manifolds/wind/vwnd_mean.csv.gz"],
     "eeg-eye-state": ["manifolds/eeg/eeg_eye_state.csv.gz", "manifolds/eeg/standard_1020_positions.csv.gz"],
 }
-ALIASES = {
-    "sphere-mesh": "sphere",
-    "torus-mesh": "torus",
-    "eeg": "eeg-eye-state",
-    "ncep-wind": "wind",
-    "eeg-eye": "eeg-eye-state",
-}
 
 
 def manifold_files(name: str) -> list[str]:

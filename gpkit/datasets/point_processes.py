@@ -22,11 +22,6 @@ PP_SETS: dict[str, tuple[tuple[str, ...], str | None, bool, int]] = {
     "nbfires": (("x", "y"), "dis_time", True, 7108),
     "japan_earthquakes": (("longitude", "latitude"), "time", True, 37581),
 }
-ALIASES = {
-    "coal-mining": "coal",
-    "japanese-pines": "japanesepines",
-    "earthquakes": "japan_earthquakes",
-}
 
 
 def pp_files(name: str) -> list[str]:

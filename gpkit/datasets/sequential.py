@@ -11,7 +11,6 @@ from ._io import data_file, read_numeric
 from .dataset import Dataset, as_long
 
 MAGNETIC_TRIALS = {1: 8875, 2: 9105, 3: 9404, 4: 7332, 5: 8313, 6: 7119, 7: 8394, 8: 8928, 9: 8557}
-ALIASES = {"banana-streaming": "streaming-banana", "magnetometer": "magnetic", "magnetic-field": "magnetic"}
 
 
 def sequential_files(name: str) -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ._io import data_file, read_numeric
-from .dataset import Dataset, mask_split, random_split
+from .dataset import Dataset, fold_split, mask_split
 
 #: name -> (N, d) as documented in uci/README.md; the last three have no split file.
 UCI_SETS: dict[str, tuple[int, int]] = {
@@ -28,7 +28,6 @@ UCI_SETS: dict[str, tuple[int, int]] = {
     "power-plant": (9568, 4),
 }
 NO_MASK = ("kin8nm", "naval-propulsion-plant", "power-plant")
-ALIASES = {"naval": "naval-propulsion-plant", "power": "power-plant", "pumadyn": "pumadyn32nm"}
 
 _NOTES = {
     "bike": "target log(count)",
@@ -53,14 +52,14 @@ def load_uci(name: str, split: int = 0, dtype: torch.dtype = torch.float64, targ
 
     Sets with a ``test_mask.csv.gz`` use its column ``split`` (0..9; 10-fold CV, each row is a test
     point in exactly one split). ``kin8nm``, ``naval-propulsion-plant`` and ``power-plant`` have no
-    split file: a random 90/10 split seeded with ``split`` is drawn instead.
+    split file: their test set is fold ``split`` of a random 10-fold partition (seed 0) instead.
 
     The treforevans sets are already **mean-centred but not scaled** (some targets log-transformed);
     the three others are raw UCI values. Standardise with :func:`gpkit.datasets.standardize` on the
     training split.
 
     :param name: folder name in ``uci/``.
-    :param split: split index (0..9 for the masked sets, any int seed for the others).
+    :param split: the test fold, 0..9.
     :param target: ``"last"`` (the file's last column) or, for ``wine`` only, ``"quality"`` (column 10).
     :return: :class:`Dataset` with ``X`` ``N x d``, ``y`` ``N``, splits ``train``/``test``.
     """
@@ -74,8 +73,8 @@ def load_uci(name: str, split: int = 0, dtype: torch.dtype = torch.float64, targ
     else:
         raise ValueError(f"target must be 'last' (or 'quality' for wine), got {target!r} for {name!r}")
     if name in NO_MASK:
-        splits = random_split(len(y), 0.1, seed=split)
-        how = f"random 90/10 split seeded with {split} (no split file)"
+        splits = fold_split(len(y), split, num_folds=10, seed=0)
+        how = f"test = fold {split} of a random 10-fold partition (seed 0; no split file)"
     else:
         mask = read_numeric(data_file(f"uci/{name}/test_mask.csv.gz"), dtype=np.int8)
         if not 0 <= split < mask.shape[1]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gpkit.datasets as D
+from gpkit.datasets.catalog import CATALOG
 from gpkit.datasets.classification import CLASSIFICATION_SETS
 from gpkit.datasets.manifolds import MESHES
 from gpkit.datasets.point_processes import PP_SETS
@@ -23,7 +24,8 @@ def _require(name: str) -> None:
         root = D.data_dir()
     except FileNotFoundError as exc:
         pytest.skip(f"shared data folder absent: {exc}")
-    missing = [f for f in REGISTRY[name].files if not (root / f).exists()]
+    files = {i.name: i.files for i in CATALOG}[name] or ()
+    missing = [f for f in files if not (root / f).exists()]
     if missing:
         pytest.skip(f"{name}: files absent from {root}: {missing}")
 
@@ -64,12 +66,15 @@ def test_uci_fixed_splits_are_10_fold(name):
         D.load(name, split=10)
 
 
-def test_uci_random_split_is_seeded():
+def test_uci_sets_without_split_file_use_fixed_folds():
     _require("kin8nm")
     a, b, c = D.load("kin8nm", split=0), D.load("kin8nm", split=0), D.load("kin8nm", split=1)
     assert torch.equal(a.splits["test"], b.splits["test"])
-    assert not torch.equal(a.splits["test"], c.splits["test"])
-    assert len(a.splits["test"]) == round(0.1 * 8192)
+    assert not set(a.splits["test"].tolist()) & set(c.splits["test"].tolist())
+    tests = torch.cat([D.load("kin8nm", split=k).splits["test"] for k in range(10)])
+    assert torch.equal(tests.sort().values, torch.arange(8192))
+    with pytest.raises(ValueError, match="split"):
+        D.load("kin8nm", split=10)
 
 
 def test_uci_float32_and_wine_quality():
@@ -260,14 +265,29 @@ def test_missing_folder_error(tmp_path, monkeypatch):
 
 def test_available_lists_everything():
     infos = {i.name: i for i in D.available()}
-    assert set(infos) == set(REGISTRY)
+    assert set(infos) == set(REGISTRY) == set(D.names())
+    assert set(D.SPLITS) == {i.kind for i in infos.values()}
     _require("elevators")
     assert infos["elevators"].present and infos["elevators"].n == 16599 and infos["elevators"].d == 18
     assert infos["elevators"].size == "16599 x 18"
+    root = D.data_dir()
     for name, info in infos.items():
-        if REGISTRY[name].files is not None:
-            root = D.data_dir()
-            assert info.present == all((root / f).exists() for f in REGISTRY[name].files), name
+        if info.files is not None:
+            assert info.present == all((root / f).exists() for f in info.files), name
+
+
+def test_stated_sizes_match_the_loaders():
+    # the catalog states sizes (``gpkit datasets`` parses nothing); each must be what load() returns
+    big = {"pde-poisson2d-sin100", "pde-allencahn2d-multiscale"}  # 160000 x 2 grids: checked by formula
+    for info in D.available():
+        if not info.present or info.name in big:
+            continue
+        shape = tuple(D.load(info.name).X.shape)
+        if info.size.startswith("~"):  # a random number of simulated events
+            assert shape[1] == info.d and 0.5 * info.n < shape[0] < 2 * info.n, info.name
+        else:
+            assert shape == (info.n, info.d), info.name
+    assert {i.name: i.size for i in CATALOG}["pde-poisson2d-sin100"] == f"{400**2} x 2"
 
 
 # ---------------------------------------------------------------- errors and record
@@ -282,7 +302,7 @@ def test_bad_input_errors():
         D.load("iris", split=0.5)
     assert (
         D.canonical_name("Bunny-Fine") == "bunny_fine"
-        and D.canonical_name("naval") == "naval-propulsion-plant"
+        and D.canonical_name("Power_Plant") == "power-plant"
     )
 
 
@@ -334,5 +354,7 @@ def test_mesh_vector_field_is_tangent():
 
 
 def test_format_available():
-    text = D.format_available()
-    assert text.splitlines()[0].startswith("name") and len(text.splitlines()) == len(REGISTRY) + 1
+    lines = D.format_available().splitlines()
+    assert lines[0].split() == ["name", "kind", "size", "(n", "x", "d)", "present"]
+    assert [line.split()[0] for line in lines[2 : 2 + len(REGISTRY)]] == D.names()
+    assert any(line.startswith("gpkit.datasets.load(name, split=k)") for line in lines)
