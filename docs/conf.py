@@ -8,14 +8,15 @@ Generated at build time (git-ignored): ``api/<module>.rst`` for every public mod
 and ``benchmarks/<name>.md`` including ``benchmarks/results/<name>.md``.
 
 Environment: ``GPKIT_DOCS_NOTEBOOKS`` a folder of already executed ``<name>.ipynb`` (CI passes the notebooks
-its smoke run produced); ``GPKIT_DOCS_EXECUTE`` = ``auto`` (default: run notebooks without outputs),
-``cache`` (keep results between builds), ``force`` or ``off``.
+its smoke run produced; they are shown as they are); ``GPKIT_DOCS_EXECUTE`` for the other tutorials:
+``cache`` (default: run each once in smoke mode, reuse the result while the notebook is unchanged),
+``force`` (run every build) or ``off`` (show the code without outputs).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ os.environ["SMOKE_TEST"] = "1"  # tutorials shrink themselves
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # plots become cell outputs
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import gpkit  # noqa: E402
+import gpkit
 
 project = "gpkit"
 author = "gpkit contributors"
@@ -52,7 +53,7 @@ autoclass_content = "both"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 
-nb_execution_mode = os.environ.get("GPKIT_DOCS_EXECUTE", "auto")
+nb_execution_mode = os.environ.get("GPKIT_DOCS_EXECUTE", "cache")
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
@@ -100,7 +101,9 @@ def _generate_tutorials() -> None:
     for name in names:
         target = out / f"{name}.ipynb"
         if executed is not None and (executed / f"{name}.ipynb").exists():
-            shutil.copyfile(executed / f"{name}.ipynb", target)
+            notebook = json.loads((executed / f"{name}.ipynb").read_text())
+            notebook["metadata"]["mystnb"] = {"execution_mode": "off"}  # keep its stored outputs
+            _write_if_changed(target, json.dumps(notebook, indent=1))
         else:
             text = jupytext.writes(jupytext.read(ROOT / "tutorials" / f"{name}.py"), fmt="ipynb")
             _write_if_changed(target, text)
@@ -144,7 +147,9 @@ def _generate_datasets() -> None:
     _write_if_changed(
         DOCS / "datasets_table.md",
         "| name | kind | size (n x d) | comes from |\n|---|---|---|---|\n" + rows + "\n\n"
-        "What `split` selects, by kind of set:\n\n| kind | `load(name, split=k)` |\n|---|---|\n" + splits + "\n",
+        "What `split` selects, by kind of set:\n\n| kind | `load(name, split=k)` |\n|---|---|\n"
+        + splits
+        + "\n",
     )
 
 

@@ -103,7 +103,8 @@ def format_table(rows: list[dict]) -> str:
             for n in names:
                 value, base = g["metrics"][n]
                 cells.append(_cell(value) + (f" / {_cell(base)}" if base is not None else ""))
-            table.append([method, data, baseline, *cells, _cell(g["seconds"]), _cell(g["baseline_seconds"])])
+            times = [f"{g[t]:.1f}" if g[t] is not None else "" for t in ("seconds", "baseline_seconds")]
+            table.append([method, data, baseline, *cells, *times])
         widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
         lines.insert(1, "  ".join("-" * w for w in widths))

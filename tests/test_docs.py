@@ -7,12 +7,12 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = sorted((DOCS / "methods").glob("*.md")) + [DOCS / "index.md", DOCS / "datasets.md"]
-README_BLOCKS = set(re.findall(r"```python\n(.*?)```", (DOCS.parent / "README.md").read_text(), re.S))
+README_BLOCKS = set(re.findall(r"```python\n(.*?)```", (DOCS.parent / "README.md").read_text(), re.DOTALL))
 # blocks that are copies of README.md's run in tests/test_readme.py already
 BLOCKS = [
     (page, code)
     for page in PAGES
-    for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
     if code not in README_BLOCKS
 ]
 
