@@ -215,6 +215,8 @@ class DualVariationalStrategy(_VariationalStrategy):
         chol, chol_b, m_w = self._terms()
         mean_x, k_zx, prior_x = self._cross(x)
         w = torch.linalg.solve_triangular(chol, k_zx, upper=False)  # L^-1 K_Zx, shape: (*batch, M, n)
+        batch = torch.broadcast_shapes(w.shape[:-2], chol_b.shape[:-2])  # duals may carry fantasy batches
+        w = w.expand(*batch, *w.shape[-2:])
         mean = mean_x + (w * m_w.unsqueeze(-1)).sum(-2)
         v = torch.linalg.solve_triangular(chol_b, w, upper=False)  # C^-1 w
         if self.training and diag:
@@ -224,7 +226,10 @@ class DualVariationalStrategy(_VariationalStrategy):
         m = chol_b.size(-1)
         eye = torch.eye(m, dtype=w.dtype, device=w.device)
         middle = torch.cholesky_inverse(chol_b) - eye  # B^-1 - I, shape: (*batch, M, M)
-        covar = prior_x.lazy_covariance_matrix + MatmulLinearOperator(w.mT, middle @ w)
+        k_xx = prior_x.lazy_covariance_matrix
+        if k_xx.shape[:-2] != batch:
+            k_xx = k_xx.expand(*batch, *k_xx.shape[-2:])
+        covar = k_xx + MatmulLinearOperator(w.mT, middle @ w)
         return MultivariateNormal(mean, covar)
 
     @torch.no_grad()
@@ -234,6 +239,7 @@ class DualVariationalStrategy(_VariationalStrategy):
         :param x: ``*batch x n x d``.
         :return: ``(mean, variance, prior_mean)``, each ``*batch x n``.
         """
+        self._clear_cache()  # hyperparameters may have moved since the last call
         chol, chol_b, m_w = self._terms()
         mean_x, k_zx, prior_x = self._cross(x)
         w = torch.linalg.solve_triangular(chol, k_zx, upper=False)
@@ -277,6 +283,7 @@ class DualVariationalStrategy(_VariationalStrategy):
                 f"new_inducing_points must have shape {tuple(self.inducing_points.shape)}, "
                 f"got {tuple(new_inducing_points.shape)}"
             )
+        self._clear_cache()
         chol = psd_safe_cholesky(self.prior_distribution.covariance_matrix)
         _, k_old_new, _ = self._cross(new_inducing_points.to(self.inducing_points))
         a = torch.cholesky_solve(k_old_new, chol)  # K_old^-1 K(Z_old, Z_new), shape: (*batch, M, M)
@@ -284,3 +291,7 @@ class DualVariationalStrategy(_VariationalStrategy):
 
     def _clear_cache(self) -> None:
         clear_cache_hook(self)
+
+    def clear_cache(self) -> None:
+        """Drop the cached prior and dual factors (e.g. before ``copy.deepcopy``)."""
+        self._clear_cache()
