@@ -6,15 +6,16 @@ import copy
 
 import gpytorch
 import torch
-from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.model import FantasizeMixin
-from botorch.posteriors.gpytorch import GPyTorchPosterior
-from gpytorch.likelihoods import GaussianLikelihood, Likelihood
+from botorch.models.transforms.input import InputTransform
+from botorch.models.transforms.outcome import OutcomeTransform
+from botorch.utils.types import DEFAULT
+from gpytorch.likelihoods import Likelihood
 from gpytorch.likelihoods.gaussian_likelihood import _GaussianLikelihoodBase
-from gpytorch.models import ApproximateGP
 from torch import Tensor
 
 from gpkit.models._checks import check_training_data
+from gpkit.models.base import VariationalGPModel
 from gpkit.variational.dual_memory import bayesian_leverage_scores, select_inducing_points, select_memory
 from gpkit.variational.dual_sites import damped_site_step, site_parameters
 from gpkit.variational.dual_variational_strategy import DualVariationalDistribution, DualVariationalStrategy
@@ -24,7 +25,7 @@ __all__ = ["DualMemoryGP"]
 _MAX_GREEDY_CANDIDATES = 2000  # the greedy selection forms a dense candidate kernel matrix
 
 
-class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
+class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     r"""Sparse GP in the dual (site) parameterisation of :class:`~gpkit.variational.DualVariationalStrategy`,
     with a memory of past points for continual learning, active learning and Bayesian optimisation.
 
@@ -63,11 +64,10 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
     :param rho: damping of the site updates; default 1 (Gaussian) or 0.5.
     :param update_epochs: hyperparameter epochs per :meth:`update` (0: sites only).
     :param input_transform: a BoTorch input transform (applied to the stored inputs once).
-    :param outcome_transform: a BoTorch outcome transform (applied to the first batch's targets).
+    :param outcome_transform: a BoTorch outcome transform; default ``Standardize`` for a Gaussian likelihood
+        (its statistics come from the first batch and stay fixed in :meth:`update`), else none.
     :param seed: seed of the inducing and memory selection.
     """
-
-    _num_outputs = 1
 
     def __init__(
         self,
@@ -82,28 +82,22 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         learn_inducing_locations: bool = True,
         rho: float | None = None,
         update_epochs: int = 30,
-        input_transform=None,
-        outcome_transform=None,
+        input_transform: InputTransform | None = None,
+        outcome_transform: OutcomeTransform | None = DEFAULT,
         seed: int = 0,
     ) -> None:
-        train_X, train_Y = check_training_data(train_X, train_Y)
         for name, value, low in (("num_inducing", num_inducing, 1), ("memory_size", memory_size, 0),
                                  ("memory_per_batch", memory_per_batch, 0), ("update_epochs", update_epochs, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if rho is not None and not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
-        original_X = train_X
-        if input_transform is not None:
-            input_transform.train()
-            with torch.no_grad():
-                train_X = input_transform(train_X)
-            input_transform.eval()
-        if outcome_transform is not None:
-            train_Y, _ = outcome_transform(train_Y)
-            outcome_transform.eval()
-        n, d = train_X.shape
-        likelihood = GaussianLikelihood() if likelihood is None else likelihood
+        data = self.prepare_training_data(
+            train_X, train_Y, likelihood=likelihood, covar_module=covar_module,
+            input_transform=input_transform, outcome_transform=outcome_transform,
+        )
+        train_X, train_Y = data.X, data.Y
+        d = train_X.size(-1)
         if covar_module is None:
             covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=d))
         covar_module = covar_module.to(train_X)
@@ -118,16 +112,9 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         m = inducing_points.size(0)
         q_u = DualVariationalDistribution(m, dtype=train_X.dtype, device=train_X.device)
         strategy = DualVariationalStrategy(self, inducing_points, q_u, learn_inducing_locations)
-        super().__init__(strategy)
-        self.likelihood = likelihood
+        super().__init__(strategy, data)
         self.mean_module = gpytorch.means.ConstantMean() if mean_module is None else mean_module
         self.covar_module = covar_module
-        if input_transform is not None:
-            self.input_transform = input_transform
-        if outcome_transform is not None:
-            self.outcome_transform = outcome_transform
-        self._has_transformed_inputs = True  # inputs are stored transformed
-        self._original_train_inputs = original_X
         self.to(train_X)
         self.memory_size, self.memory_per_batch = memory_size, min(memory_per_batch, memory_size)
         self.learn_inducing_locations = learn_inducing_locations
@@ -136,8 +123,6 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         self.update_epochs = update_epochs
         self.num_batches = 1
         self._generator = torch.Generator().manual_seed(seed + 1)
-        self.register_buffer("_batch_X", train_X)
-        self.register_buffer("_batch_Y", train_Y.squeeze(-1))
         self.register_buffer("_memory_X", train_X[:0].clone())
         self.register_buffer("_memory_Y", train_Y[:0, 0].clone())
         self.register_buffer("num_retired", torch.tensor(0.0, dtype=train_X.dtype, device=train_X.device))
@@ -148,13 +133,17 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
 
     # ------------------------------------------------------------------------------------------- data
     @property
+    def _train_Y_flat(self) -> Tensor:
+        return self._train_Y.squeeze(-1)
+
+    @property
     def train_inputs(self) -> tuple[Tensor]:
         """The current batch and the memory (the data the model still holds)."""
-        return (torch.cat([self._batch_X, self._memory_X]),)
+        return (torch.cat([self._train_X, self._memory_X]),)
 
     @property
     def train_targets(self) -> Tensor:
-        return torch.cat([self._batch_Y, self._memory_Y])
+        return torch.cat([self._train_Y_flat, self._memory_Y])
 
     @property
     def memory(self) -> tuple[Tensor, Tensor]:
@@ -163,12 +152,12 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
 
     @property
     def num_data(self) -> int:
-        return self._batch_X.size(0) + self._memory_X.size(0)
+        return self._train_X.size(0) + self._memory_X.size(0)
 
     def _weights(self) -> Tensor:
         """Per-datum ELL weights: 1 for the batch, N_retired / |memory| for the memory."""
-        b, k = self._batch_X.size(0), self._memory_X.size(0)
-        w = torch.ones(b + k, dtype=self._batch_X.dtype, device=self._batch_X.device)
+        b, k = self._train_X.size(0), self._memory_X.size(0)
+        w = torch.ones(b + k, dtype=self._train_X.dtype, device=self._train_X.device)
         if k:
             w[b:] = self.num_retired / k
         return w
@@ -197,7 +186,7 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         """
         rho = self.rho if rho is None else rho
         for _ in range(steps):
-            for part, X, Y in (("batch", self._batch_X, self._batch_Y), ("memory", self._memory_X, self._memory_Y)):
+            for part, X, Y in (("batch", self._train_X, self._train_Y_flat), ("memory", self._memory_X, self._memory_Y)):
                 if X.size(0) == 0:
                     continue
                 self._sync()
@@ -210,7 +199,7 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
     # ------------------------------------------------------------------------------- gpkit.fit hooks
     @property
     def fit_defaults(self) -> dict:
-        return {"epochs": 250, "lr": 0.1, "batch_size": 4096, "tol": 1e-8, "patience": 25}
+        return {"epochs": 200, "lr": 0.1, "batch_size": 4096, "tol": 0.0}
 
     def batch_loss(self, index: Tensor) -> Tensor:
         """Negative ELBO per datum with the duals fixed: the ELL of batch + weighted memory minus the KL."""
@@ -235,7 +224,7 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
             X, Y = check_training_data(X, Y)
         except (ValueError, TypeError) as err:
             raise type(err)(str(err).replace("train_X", names[0]).replace("train_Y", names[1])) from None
-        d = self._batch_X.size(-1) if not hasattr(self, "input_transform") else self._original_train_inputs.size(-1)
+        d = self._train_X.size(-1)
         if X.size(-1) != d:
             raise ValueError(f"{names[0]} must have {d} columns like train_X, got {X.size(-1)}")
         return X, Y
@@ -246,13 +235,13 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         strategy = self.variational_strategy
         self._sync()
         old_mem_X, old_mem_Y = self._memory_X, self._memory_Y
-        keep = torch.zeros(0, dtype=torch.long, device=self._batch_X.device)
+        keep = torch.zeros(0, dtype=torch.long, device=self._train_X.device)
         if self.memory_per_batch:
-            mean, var, prior_mean = strategy.marginals(self._batch_X)
-            _, beta = site_parameters(self.likelihood, mean, var, prior_mean, self._batch_Y)
+            mean, var, prior_mean = strategy.marginals(self._train_X)
+            _, beta = site_parameters(self.likelihood, mean, var, prior_mean, self._train_Y_flat)
             keep = select_memory(bayesian_leverage_scores(var, beta), self.memory_per_batch, self._generator)
-        mem_X = torch.cat([old_mem_X, self._batch_X[keep]])
-        mem_Y = torch.cat([old_mem_Y, self._batch_Y[keep]])
+        mem_X = torch.cat([old_mem_X, self._train_X[keep]])
+        mem_Y = torch.cat([old_mem_Y, self._train_Y_flat[keep]])
         if mem_X.size(0) > self.memory_size:  # cap: evict the lowest current leverage scores
             mean, var, prior_mean = strategy.marginals(mem_X)
             _, beta = site_parameters(self.likelihood, mean, var, prior_mean, mem_Y)
@@ -266,7 +255,7 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         self._memory_lambda1, self._memory_Lambda2 = new_mem
         self._batch_lambda1 = torch.zeros_like(self._batch_lambda1)
         self._batch_Lambda2 = torch.zeros_like(self._batch_Lambda2)
-        self.num_retired = self.num_retired + self._batch_X.size(0)
+        self.num_retired = self.num_retired + self._train_X.size(0)
         self._memory_X, self._memory_Y = mem_X, mem_Y
 
     def update(self, X_new: Tensor, Y_new: Tensor, epochs: int | None = None, **fit_options) -> DualMemoryGP:
@@ -282,7 +271,7 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         if hasattr(self, "input_transform"):
             X_new = self.transform_inputs(X_new)
         if hasattr(self, "outcome_transform"):
-            Y_new, _ = self.outcome_transform(Y_new)
+            Y_new, _ = self.outcome_transform(Y_new, X=X_new)
         self.eval()
         self._retire_batch()
         strategy = self.variational_strategy
@@ -294,7 +283,7 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
             setattr(self, f"_{part}_lambda1", moved[0])
             setattr(self, f"_{part}_Lambda2", moved[1])
         strategy.inducing_points.data.copy_(new_Z)
-        self._batch_X, self._batch_Y = X_new, Y_new.squeeze(-1)
+        self._train_X, self._train_Y = X_new, Y_new.reshape(-1, 1)
         self.num_batches += 1
         self.e_step(steps=1 if self.gaussian else 4)
         epochs = self.update_epochs if epochs is None else epochs
@@ -311,14 +300,12 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
         return self
 
     # ---------------------------------------------------------------------------------------- BoTorch
-    def get_fantasy_model(self, inputs: Tensor, targets: Tensor, noise: Tensor | None = None, **kwargs):
-        """A copy conditioned on ``(inputs, targets)`` by one undamped dual update with fixed hyperparameters
-        and inducing points (exact for a Gaussian likelihood). Batch shapes broadcast (BoTorch fantasies).
-
-        :param inputs: ``*batch x q x d`` (already transformed).
-        :param targets: ``*batch' x q`` (already transformed).
-        :param noise: optional ``*batch' x q`` observation noise variances (Gaussian likelihood).
-        """
+    def _condition(self, X: Tensor, Y: Tensor, noise: Tensor | None):
+        """BoTorch conditioning hook (model-space ``X`` ``*batch x q x d``, ``Y`` and ``noise`` ``*batch' x q x 1``):
+        a copy with the new points' sites added in one undamped step, hyperparameters and inducing points
+        fixed (exact for a Gaussian likelihood). Batch shapes broadcast (BoTorch fantasies)."""
+        inputs, targets = X, Y.squeeze(-1)
+        noise = None if noise is None else noise.squeeze(-1)
         self.variational_strategy.clear_cache()  # cached factors carry autograd graphs
         model = copy.deepcopy(self)
         model.eval()
@@ -327,8 +314,9 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
             mean, var, prior_mean = strategy.marginals(inputs)
             if self.gaussian:
                 if noise is None:
-                    noise = model.likelihood.noise_covar(inputs).diagonal(dim1=-2, dim2=-1)
-                site1, beta = (targets - prior_mean) / noise, (1 / noise).expand(targets.shape)
+                    noise = model.likelihood.noise.detach().reshape(-1)[0]
+                site1 = (targets - prior_mean) / noise
+                beta = (1 / noise).expand(site1.shape)
             else:
                 site1, beta = site_parameters(model.likelihood, mean, var, prior_mean, targets)
             l1, l2 = strategy.project_sites(inputs, site1, beta)
@@ -336,17 +324,3 @@ class DualMemoryGP(ApproximateGP, GPyTorchModel, FantasizeMixin):
             model._frozen_Lambda2 = model._frozen_Lambda2 + l2
             model._sync()
         return model
-
-    def posterior(
-        self, X: Tensor, observation_noise: bool | Tensor = False, posterior_transform=None, **kwargs
-    ) -> GPyTorchPosterior:
-        """Posterior of the latent f at ``X`` (``batch x q x d``); ``observation_noise=True`` adds the
-        Gaussian noise (Gaussian likelihoods only)."""
-        d = self._original_train_inputs.size(-1)
-        if not torch.is_tensor(X) or X.dim() < 2 or X.size(-1) != d:
-            raise ValueError(f"X must be a tensor of shape (..., q, {d})")
-        if not torch.isfinite(X).all():
-            raise ValueError("X contains NaN or inf")
-        if observation_noise is not False and not self.gaussian:
-            raise ValueError("observation_noise needs a Gaussian likelihood; use the likelihood on the latent posterior")
-        return super().posterior(X, observation_noise=observation_noise, posterior_transform=posterior_transform)
