@@ -47,7 +47,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     size, ``M`` and ``memory_size``, not on how much data came before.
 
     ``num_inducing >= n`` uses the distinct training inputs as (fixed) inducing points: with a Gaussian
-    likelihood this is the exact GP. BoTorch's ``condition_on_observations`` / ``fantasize`` add the new
+    likelihood this is the exact GP. While there are fewer than ``num_inducing`` inducing points,
+    :meth:`update` adds the new inputs to them (the duals carried exactly, the old sites lying in their span),
+    so a stream (or a BO loop) stays the exact GP at fixed hyperparameters until ``num_inducing`` is reached. BoTorch's ``condition_on_observations`` / ``fantasize`` add the new
     points' sites in one step (no refit); for a Gaussian likelihood this is the exact update with fixed
     inducing points.
 
@@ -116,6 +118,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self.mean_module = gpytorch.means.ConstantMean() if mean_module is None else mean_module
         self.covar_module = covar_module
         self.to(train_X)
+        self.num_inducing = num_inducing
         self.memory_size, self.memory_per_batch = memory_size, min(memory_per_batch, memory_size)
         self.learn_inducing_locations = learn_inducing_locations
         self.gaussian = isinstance(self.likelihood, _GaussianLikelihoodBase)
@@ -277,12 +280,15 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         strategy = self.variational_strategy
         Z = strategy.inducing_points.detach()
         candidates = torch.cat([Z, torch.unique(X_new, dim=0)])
-        new_Z = select_inducing_points(self.covar_module, candidates, Z.size(0))
+        # up to num_inducing points (growing while there are fewer, e.g. after an exact start)
+        new_Z = select_inducing_points(self.covar_module, candidates, min(self.num_inducing, candidates.size(0)))
         for part in ("frozen", "memory"):
             moved = strategy.transport(new_Z, getattr(self, f"_{part}_lambda1"), getattr(self, f"_{part}_Lambda2"))
             setattr(self, f"_{part}_lambda1", moved[0])
             setattr(self, f"_{part}_Lambda2", moved[1])
-        strategy.inducing_points.data.copy_(new_Z)
+        self._batch_lambda1 = self._frozen_lambda1.new_zeros(self._frozen_lambda1.shape)
+        self._batch_Lambda2 = self._frozen_Lambda2.new_zeros(self._frozen_Lambda2.shape)
+        strategy.move_inducing_points(new_Z)
         self._train_X, self._train_Y = X_new, Y_new.reshape(-1, 1)
         self.num_batches += 1
         self.e_step(steps=1 if self.gaussian else 4)

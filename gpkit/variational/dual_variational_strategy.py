@@ -264,23 +264,34 @@ class DualVariationalStrategy(_VariationalStrategy):
 
     @torch.no_grad()
     def move_inducing_points(self, new_inducing_points: Tensor) -> None:
-        r"""Move the inducing points to ``new_inducing_points`` and carry the duals along with
-        :math:`\mathbf A = \mathbf K_{\mathrm{old}}^{-1}\mathbf K(\mathbf Z_{\mathrm{old}}, \mathbf Z_{\mathrm{new}})`:
-        :math:`\boldsymbol\lambda_1 \leftarrow \mathbf A^\top\boldsymbol\lambda_1`,
+        r"""Move the inducing points to ``new_inducing_points`` (``M' x d``, any :math:`M'`) and carry the
+        duals along with :math:`\mathbf A = \mathbf K_{\mathrm{old}}^{-1}\mathbf K(\mathbf Z_{\mathrm{old}},
+        \mathbf Z_{\mathrm{new}})`: :math:`\boldsymbol\lambda_1 \leftarrow \mathbf A^\top\boldsymbol\lambda_1`,
         :math:`\boldsymbol\Lambda_2 \leftarrow \mathbf A^\top\boldsymbol\Lambda_2\mathbf A` (exact for sites at
-        inputs in the span of the old inducing points). Same number of inducing points.
+        inputs in the span of the old inducing points). A changed :math:`M'` replaces the inducing-location
+        parameter (rebuild any optimizer holding it).
         """
-        self.set_duals(*self.transport(new_inducing_points, *self.duals))
-        self.inducing_points.data.copy_(new_inducing_points.to(self.inducing_points))
-        self._clear_cache()
+        lambda1, Lambda2 = self.transport(new_inducing_points, *self.duals)
+        new_inducing_points = new_inducing_points.to(self.inducing_points)
+        if new_inducing_points.shape == self.inducing_points.shape:
+            self.inducing_points.data.copy_(new_inducing_points)
+        else:
+            if isinstance(self.inducing_points, torch.nn.Parameter):
+                self.inducing_points = torch.nn.Parameter(new_inducing_points.clone())
+            else:
+                self.inducing_points = new_inducing_points.clone()
+            self._variational_distribution.num_inducing_points = new_inducing_points.size(-2)
+            self._variational_distribution.lambda1 = lambda1.new_zeros(lambda1.shape)
+            self._variational_distribution.Lambda2 = Lambda2.new_zeros(Lambda2.shape)
+        self.set_duals(lambda1, Lambda2)
 
     @torch.no_grad()
     def transport(self, new_inducing_points: Tensor, lambda1: Tensor, Lambda2: Tensor) -> tuple[Tensor, Tensor]:
         """Duals ``(lambda1, Lambda2)`` projected on the current inducing points, re-expressed on
-        ``new_inducing_points`` (see :meth:`move_inducing_points`); nothing is changed."""
-        if new_inducing_points.shape != self.inducing_points.shape:
+        ``new_inducing_points`` (``M' x d``; see :meth:`move_inducing_points`); nothing is changed."""
+        if new_inducing_points.dim() < 2 or new_inducing_points.size(-1) != self.inducing_points.size(-1):
             raise ValueError(
-                f"new_inducing_points must have shape {tuple(self.inducing_points.shape)}, "
+                f"new_inducing_points must have shape (M', {self.inducing_points.size(-1)}), "
                 f"got {tuple(new_inducing_points.shape)}"
             )
         self._clear_cache()

@@ -214,3 +214,15 @@ def test_bad_inputs():
         model.update(torch.full((5, 2), float("nan"), dtype=torch.float64), torch.rand(5, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="X"):
         model.posterior(torch.rand(5, 3, dtype=torch.float64))
+
+
+def test_updates_stay_exact_while_inducing_points_grow():
+    """Exact start (M = n), Gaussian, hyperparameters fixed: streaming updates equal the exact GP on all data."""
+    X, Y = _data(60, seed=6)
+    model = DualMemoryGP(X[:20], Y[:20], num_inducing=100, memory_size=0, update_epochs=0, outcome_transform=None)
+    model.update(X[20:40], Y[20:40])
+    model.update(X[40:], Y[40:])
+    assert model.variational_strategy.inducing_points.shape == (60, 2)
+    Xs = torch.rand(8, 2, dtype=torch.float64)
+    expected = _titsias_mean(model, X, Y, X, Xs)
+    assert torch.allclose(model.posterior(Xs).mean.squeeze(-1), expected, atol=1e-5)
