@@ -37,8 +37,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     steps on the negative ELBO with the duals held fixed (``batch_loss``, gradients through the kernel, the
     likelihood and, offline, the inducing locations), then :meth:`on_epoch_end` runs damped site updates
     at the new hyperparameters, so the returned ``q`` is the E-step optimum at the final hyperparameters.
-    The memory stands in for all retired data in the expected log likelihood with one weight
-    :math:`N_{\mathrm{old}}/|\mathrm{memory}|` (each retired point counted once).
+    By default the memory stands in for all retired data in the expected log likelihood: its weights sum
+    to :math:`N_{\mathrm{old}}` (each retired point counted once, the memory points not twice); see
+    ``memory_weighting``.
 
     :meth:`update` (a new batch): retire the current batch (memory drawn by Bayesian leverage score without
     replacement, capped at ``memory_size``; the rest frozen), move the inducing points by greedy pivoted
@@ -65,6 +66,11 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         (never in :meth:`update`, where the frozen duals are tied to them).
     :param rho: damping of the site updates; default 1 (Gaussian) or 0.5.
     :param update_epochs: hyperparameter epochs per :meth:`update` (0: sites only).
+    :param memory_weighting: the memory's ELL weights in the hyperparameter objective: ``"uniform"``
+        (default, :math:`N_{\mathrm{old}}/|\mathrm{memory}|` each, summing to the number of retired points),
+        ``"inverse_probability"`` (the same sum, shared in proportion to the inverse inclusion probabilities
+        of the leverage-score draw) or ``"unit"`` (1 each: the memory as extra data; under-counts the old
+        data, but on the elevators stream it learned a better noise level, see the benchmark).
     :param input_transform: a BoTorch input transform (applied to the stored inputs once).
     :param outcome_transform: a BoTorch outcome transform; default ``Standardize`` for a Gaussian likelihood
         (its statistics come from the first batch and stay fixed in :meth:`update`), else none.
@@ -84,6 +90,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         learn_inducing_locations: bool = True,
         rho: float | None = None,
         update_epochs: int = 30,
+        memory_weighting: str = "uniform",
         input_transform: InputTransform | None = None,
         outcome_transform: OutcomeTransform | None = DEFAULT,
         seed: int = 0,
@@ -94,6 +101,10 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if rho is not None and not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
+        if memory_weighting not in ("uniform", "inverse_probability", "unit"):
+            raise ValueError(
+                f"memory_weighting must be 'uniform', 'inverse_probability' or 'unit', got {memory_weighting!r}"
+            )
         data = self.prepare_training_data(
             train_X, train_Y, likelihood=likelihood, covar_module=covar_module,
             input_transform=input_transform, outcome_transform=outcome_transform,
@@ -119,6 +130,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self.covar_module = covar_module
         self.to(train_X)
         self.num_inducing = num_inducing
+        self.memory_weighting = memory_weighting
         self.memory_size, self.memory_per_batch = memory_size, min(memory_per_batch, memory_size)
         self.learn_inducing_locations = learn_inducing_locations
         self.gaussian = isinstance(self.likelihood, _GaussianLikelihoodBase)
@@ -128,6 +140,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self._generator = torch.Generator().manual_seed(seed + 1)
         self.register_buffer("_memory_X", train_X[:0].clone())
         self.register_buffer("_memory_Y", train_Y[:0, 0].clone())
+        self.register_buffer("_memory_u", train_Y[:0, 0].clone())  # 1 / inclusion probability
         self.register_buffer("num_retired", torch.tensor(0.0, dtype=train_X.dtype, device=train_X.device))
         for part in ("frozen", "memory", "batch"):
             self.register_buffer(f"_{part}_lambda1", torch.zeros(m).to(train_X))
@@ -158,11 +171,15 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         return self._train_X.size(0) + self._memory_X.size(0)
 
     def _weights(self) -> Tensor:
-        """Per-datum ELL weights: 1 for the batch, N_retired / |memory| for the memory."""
+        """Per-datum ELL weights: 1 for the batch; the memory's sum to N_retired (each retired point once),
+        shared uniformly or in proportion to the inverse inclusion probabilities (``memory_weighting``)."""
         b, k = self._train_X.size(0), self._memory_X.size(0)
         w = torch.ones(b + k, dtype=self._train_X.dtype, device=self._train_X.device)
         if k:
-            w[b:] = self.num_retired / k
+            if self.memory_weighting == "unit":
+                return w
+            u = self._memory_u if self.memory_weighting == "inverse_probability" else torch.ones_like(self._memory_u)
+            w[b:] = self.num_retired * u / u.sum()
         return w
 
     # ------------------------------------------------------------------------------------------ E-step
@@ -239,17 +256,23 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self._sync()
         old_mem_X, old_mem_Y = self._memory_X, self._memory_Y
         keep = torch.zeros(0, dtype=torch.long, device=self._train_X.device)
+        u = self._memory_u[:0]
         if self.memory_per_batch:
             mean, var, prior_mean = strategy.marginals(self._train_X)
             _, beta = site_parameters(self.likelihood, mean, var, prior_mean, self._train_Y_flat)
-            keep = select_memory(bayesian_leverage_scores(var, beta), self.memory_per_batch, self._generator)
+            scores = bayesian_leverage_scores(var, beta)
+            keep = select_memory(scores, self.memory_per_batch, self._generator)
+            # inclusion probability of a draw of k without replacement, to first order: min(1, k p_i)
+            p = scores / scores.sum() if scores.sum() > 0 else torch.full_like(scores, 1 / scores.numel())
+            u = 1 / (keep.numel() * p[keep]).clamp(1e-3, 1)
         mem_X = torch.cat([old_mem_X, self._train_X[keep]])
         mem_Y = torch.cat([old_mem_Y, self._train_Y_flat[keep]])
+        mem_u = torch.cat([self._memory_u, u])
         if mem_X.size(0) > self.memory_size:  # cap: evict the lowest current leverage scores
             mean, var, prior_mean = strategy.marginals(mem_X)
             _, beta = site_parameters(self.likelihood, mean, var, prior_mean, mem_Y)
             top = bayesian_leverage_scores(var, beta).argsort(descending=True)[: self.memory_size]
-            mem_X, mem_Y = mem_X[top], mem_Y[top]
+            mem_X, mem_Y, mem_u = mem_X[top], mem_Y[top], mem_u[top]
         new_mem = self._projected_sites(mem_X, mem_Y) if mem_X.size(0) else (
             torch.zeros_like(self._memory_lambda1), torch.zeros_like(self._memory_Lambda2))
         # the total duals (hence q) do not change: whatever leaves batch + memory goes to the frozen part
@@ -259,7 +282,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self._batch_lambda1 = torch.zeros_like(self._batch_lambda1)
         self._batch_Lambda2 = torch.zeros_like(self._batch_Lambda2)
         self.num_retired = self.num_retired + self._train_X.size(0)
-        self._memory_X, self._memory_Y = mem_X, mem_Y
+        self._memory_X, self._memory_Y, self._memory_u = mem_X, mem_Y, mem_u
 
     def update(self, X_new: Tensor, Y_new: Tensor, epochs: int | None = None, **fit_options) -> DualMemoryGP:
         """Learn from a new batch without revisiting old data beyond the memory.
