@@ -32,9 +32,9 @@ import time
 
 import gpytorch
 import torch
+from botorch.models.gpytorch import GPyTorchModel
 
 import gpkit
-from botorch.models.gpytorch import GPyTorchModel
 from gpkit.baselines import SVGPBaseline
 from gpkit.datasets import load, standardize
 from gpkit.models import DualMemoryGP
@@ -201,7 +201,7 @@ def _bo(bench, cfg):
         g = torch.Generator().manual_seed(seed)
         X0 = SobolEngine(2, scramble=True, seed=seed).draw(10).to(bench.dtype)
 
-        def observe(X):
+        def observe(X, g=g):
             return (-_branin(X) + 0.1 * torch.randn(X.shape[:-1], generator=g, dtype=bench.dtype)).unsqueeze(-1)
 
         Y0 = observe(X0)

@@ -317,7 +317,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self.e_step(steps=1 if self.gaussian else 4)
         epochs = self.update_epochs if epochs is None else epochs
         if epochs:
-            import gpkit.training as training  # at call time (tests may replace gpkit.training.fit)
+            from gpkit import training  # at call time (tests may replace gpkit.training.fit)
 
             z_grad = strategy.inducing_points.requires_grad
             strategy.inducing_points.requires_grad_(False)

@@ -45,10 +45,11 @@ class DualVariationalDistribution(_VariationalDistribution):
     def __init__(
         self,
         num_inducing_points: int,
-        batch_shape: torch.Size = torch.Size([]),
+        batch_shape: torch.Size | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | None = None,
     ) -> None:
+        batch_shape = torch.Size([]) if batch_shape is None else torch.Size(batch_shape)
         super().__init__(num_inducing_points, batch_shape)
         m = num_inducing_points
         self.register_buffer("lambda1", torch.zeros(*batch_shape, m, dtype=dtype, device=device))

@@ -226,3 +226,18 @@ def test_updates_stay_exact_while_inducing_points_grow():
     Xs = torch.rand(8, 2, dtype=torch.float64)
     expected = _titsias_mean(model, X, Y, X, Xs)
     assert torch.allclose(model.posterior(Xs).mean.squeeze(-1), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "inverse_probability", "unit"])
+def test_memory_weightings(weighting):
+    X, Y = _data(120, seed=7)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=15, memory_size=12, memory_per_batch=6, update_epochs=0,
+                         memory_weighting=weighting)
+    model.update(X[40:80], Y[40:80])
+    model.update(X[80:], Y[80:])
+    w = model._weights()
+    assert torch.all(w[:40] == 1) and w.numel() == 40 + 12
+    expected = 12.0 if weighting == "unit" else 80.0  # unit: memory as extra data; else each retired point once
+    assert torch.isclose(w[40:].sum(), torch.tensor(expected, dtype=torch.float64))
+    with pytest.raises(ValueError, match="memory_weighting"):
+        DualMemoryGP(X, Y, memory_weighting="double")

@@ -21,7 +21,8 @@ JITTER = 1e-10
 
 
 class DualModel(gpytorch.models.ApproximateGP):
-    def __init__(self, Z, batch_shape=torch.Size([]), learn=True):
+    def __init__(self, Z, batch_shape=None, learn=True):
+        batch_shape = torch.Size([]) if batch_shape is None else batch_shape
         q = DualVariationalDistribution(Z.size(-2), batch_shape, dtype=Z.dtype)
         super().__init__(DualVariationalStrategy(self, Z, q, learn_inducing_locations=learn, jitter_val=JITTER))
         self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch_shape)
