@@ -10,7 +10,7 @@ from botorch.models.model import FantasizeMixin
 from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform
 from botorch.utils.types import DEFAULT
-from gpytorch.likelihoods import Likelihood
+from gpytorch.likelihoods import GaussianLikelihood, Likelihood
 from gpytorch.likelihoods.gaussian_likelihood import _GaussianLikelihoodBase
 from torch import Tensor
 
@@ -193,6 +193,10 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     def _projected_sites(self, X: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
         """Sites of (X, Y) at the current q, projected on the inducing points."""
         strategy = self.variational_strategy
+        if isinstance(self.likelihood, GaussianLikelihood):  # closed form, whatever q: (y - mu) / s2, 1 / s2
+            noise = self.likelihood.noise.detach().reshape(-1)[0]
+            site1 = (Y - self.mean_module(X)) / noise
+            return strategy.project_sites(X, site1, (1 / noise).expand(site1.shape))
         mean, var, prior_mean = strategy.marginals(X)
         site1, beta = site_parameters(self.likelihood, mean, var, prior_mean, Y)
         return strategy.project_sites(X, site1, beta)
@@ -302,9 +306,12 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self._retire_batch()
         strategy = self.variational_strategy
         Z = strategy.inducing_points.detach()
-        candidates = torch.cat([Z, torch.unique(X_new, dim=0)])
+        candidates = torch.unique(torch.cat([Z, X_new]), dim=0)  # repeated inputs (BO) enter once
         # up to num_inducing points (growing while there are fewer, e.g. after an exact start)
-        new_Z = select_inducing_points(self.covar_module, candidates, min(self.num_inducing, candidates.size(0)))
+        if candidates.size(0) <= self.num_inducing:  # room for all of them
+            new_Z = candidates
+        else:
+            new_Z = select_inducing_points(self.covar_module, candidates, self.num_inducing)
         for part in ("frozen", "memory"):
             moved = strategy.transport(new_Z, getattr(self, f"_{part}_lambda1"), getattr(self, f"_{part}_Lambda2"))
             setattr(self, f"_{part}_lambda1", moved[0])
