@@ -241,3 +241,14 @@ def test_memory_weightings(weighting):
     assert torch.isclose(w[40:].sum(), torch.tensor(expected, dtype=torch.float64))
     with pytest.raises(ValueError, match="memory_weighting"):
         DualMemoryGP(X, Y, memory_weighting="double")
+
+
+def test_knowledge_gradient_and_max_value_entropy(exact_pair):
+    from botorch.acquisition import qKnowledgeGradient
+    from botorch.acquisition.max_value_entropy_search import qMaxValueEntropy
+
+    model = exact_pair[0]
+    kg = qKnowledgeGradient(model, num_fantasies=4)
+    assert kg(torch.rand(3, 1 + 4, 2, dtype=torch.float64)).shape == (3,)
+    mes = qMaxValueEntropy(model, candidate_set=torch.rand(50, 2, dtype=torch.float64), num_fantasies=4)
+    assert torch.isfinite(mes(torch.rand(3, 1, 2, dtype=torch.float64))).all()
