@@ -223,7 +223,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     # ------------------------------------------------------------------------------- gpkit.fit hooks
     @property
     def fit_defaults(self) -> dict:
-        return {"epochs": 200, "lr": 0.1, "batch_size": 4096, "tol": 0.0}
+        return {"epochs": 200, "lr": 0.1, "batch_size": 4096, "min_steps": 150}
 
     def batch_loss(self, index: Tensor) -> Tensor:
         """Negative ELBO per datum with the duals fixed: the ELL of batch + weighted memory minus the KL."""
