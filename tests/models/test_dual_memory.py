@@ -1,0 +1,254 @@
+"""DualMemoryGP: exact limits after training, streaming updates with a memory, BoTorch conditioning, bad inputs."""
+
+import math
+
+import gpytorch
+import pytest
+import torch
+from botorch.acquisition.logei import qLogExpectedImprovement
+from botorch.optim import optimize_acqf
+from botorch.posteriors.gpytorch import GPyTorchPosterior
+from botorch.sampling import SobolQMCNormalSampler
+
+import gpkit
+from gpkit.models import DualMemoryGP
+
+
+def _f(X):
+    return torch.sin(6 * X[..., :1]) + torch.cos(4 * X[..., 1:2])
+
+
+def _data(n=40, seed=0, noise=0.1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, 2, generator=g, dtype=dtype)
+    return X, _f(X) + noise * torch.randn(n, 1, generator=g, dtype=dtype)
+
+
+def _kernel():
+    return gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=2))
+
+
+def _exact_gp(X, Y):
+    """The exact GP with the same prior family (no hyperpriors), trained by torch's L-BFGS (not gpkit.fit)."""
+    lik = gpytorch.likelihoods.GaussianLikelihood()
+    model = gpytorch.models.ExactGP(X, Y.squeeze(-1), lik)
+    model.mean_module, model.covar_module = gpytorch.means.ConstantMean(), _kernel()
+    model.forward = lambda x: gpytorch.distributions.MultivariateNormal(model.mean_module(x), model.covar_module(x))
+    model.double()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+    model.train()
+    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = -mll(model(X), Y.squeeze(-1))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    model.eval()
+    return model, mll
+
+
+@pytest.fixture(scope="module")
+def exact_pair():
+    X, Y = _data()
+    model = DualMemoryGP(X, Y, num_inducing=100, outcome_transform=None)
+    gpkit.fit(model)
+    return model, X, Y
+
+
+@pytest.mark.accuracy
+def test_trained_exact_limit_matches_the_exact_gp(exact_pair):
+    model, X, Y = exact_pair
+    assert model.exact and model.variational_strategy.inducing_points.shape == X.shape
+    exact, mll = _exact_gp(X, Y)
+    Xs = torch.rand(30, 2, dtype=torch.float64)
+    with gpytorch.settings.fast_computations(False, False, False):
+        pe = exact(Xs)
+    pd = model.posterior(Xs)
+    scale = pe.variance.sqrt().mean()
+    assert (pd.mean.squeeze(-1) - pe.mean).abs().max() < 0.05 * scale
+    assert (pd.variance.squeeze(-1).sqrt() - pe.variance.sqrt()).abs().max() < 0.05 * scale
+    # the ELBO at the end of fit is the exact log marginal likelihood at the learned hyperparameters
+    exact.train()
+    assert math.isclose(-model.fit_history[-1], mll(exact(X), Y.squeeze(-1)).item(), abs_tol=2e-3)
+
+
+def test_elbo_equals_log_marginal_likelihood_at_any_hyperparameters():
+    X, Y = _data()
+    model = DualMemoryGP(X, Y, num_inducing=100, outcome_transform=None)
+    model.likelihood.noise = 0.02
+    model.e_step()
+    exact = gpytorch.models.ExactGP(X, Y.squeeze(-1), model.likelihood)
+    exact.mean_module, exact.covar_module, exact.forward = model.mean_module, model.covar_module, model.forward
+    model.train()
+    exact.train()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, exact)(exact(X), Y.squeeze(-1))
+    assert torch.allclose(-model.batch_loss(torch.arange(40)), mll, atol=1e-4)
+
+
+def _titsias_mean(model, X, Y, Z, Xs):
+    k, mu, s2 = model.covar_module, model.mean_module.constant.detach(), model.likelihood.noise.detach()
+    Kzz = k(Z).to_dense() + model.variational_strategy.jitter_val * torch.eye(Z.size(0), dtype=Z.dtype)
+    Kzx = k(Z, X).to_dense()
+    sigma = torch.linalg.inv(Kzz + Kzx @ Kzx.mT / s2)
+    return mu + k(Xs, Z).to_dense() @ sigma @ Kzx @ (Y.squeeze(-1) - mu) / s2
+
+
+def test_conditioning_is_the_exact_update_and_two_chunks_equal_one(exact_pair):
+    model, X, Y = exact_pair
+    X2, Y2 = _data(12, seed=3)
+    Xs = torch.rand(7, 2, dtype=torch.float64)
+    once = model.condition_on_observations(X2, Y2)
+    twice = model.condition_on_observations(X2[:5], Y2[:5]).condition_on_observations(X2[5:], Y2[5:])
+    Z = model.variational_strategy.inducing_points.detach()
+    expected = _titsias_mean(model, torch.cat([X, X2]), torch.cat([Y, Y2]), Z, Xs)
+    assert torch.allclose(once.posterior(Xs).mean.squeeze(-1), expected, atol=1e-5)
+    assert torch.allclose(twice.posterior(Xs).mean.squeeze(-1), expected, atol=1e-5)
+    assert torch.allclose(twice.posterior(Xs).variance, once.posterior(Xs).variance, atol=1e-8)
+    # a refit is not needed, and the base model is unchanged
+    assert torch.allclose(model.posterior(Xs).mean.squeeze(-1), _titsias_mean(model, X, Y, Z, Xs), atol=1e-5)
+
+
+def test_fantasize_and_acquisition(exact_pair):
+    model = exact_pair[0]
+    for shape in [(4, 2), (3, 4, 2), (2, 3, 1, 2)]:
+        post = model.posterior(torch.rand(shape, dtype=torch.float64))
+        assert isinstance(post, GPyTorchPosterior) and post.mean.shape == (*shape[:-1], 1)
+    Xq = torch.rand(3, 5, 2, dtype=torch.float64)
+    latent, noisy = model.posterior(Xq), model.posterior(Xq, observation_noise=True)
+    assert torch.allclose(noisy.variance - latent.variance, model.likelihood.noise.expand(3, 5, 1))
+    assert model.num_outputs == 1
+    fant = model.fantasize(torch.rand(2, 2, dtype=torch.float64), SobolQMCNormalSampler(torch.Size([4])))
+    assert fant.posterior(torch.rand(5, 2, dtype=torch.float64)).mean.shape == (4, 5, 1)
+    assert fant.posterior(torch.rand(6, 1, 5, 2, dtype=torch.float64)).mean.shape == (6, 4, 5, 1)
+    acq = qLogExpectedImprovement(model, best_f=exact_pair[2].max())
+    bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    cand, value = optimize_acqf(acq, bounds, q=2, num_restarts=2, raw_samples=32)
+    assert cand.shape == (2, 2) and torch.isfinite(value)
+
+
+@pytest.mark.accuracy
+def test_streaming_with_memory_fits():
+    X, Y = _data(200, seed=1)
+    Xt = torch.rand(300, 2, dtype=torch.float64)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=30, memory_size=40, memory_per_batch=8)
+    gpkit.fit(model, epochs=60)
+    for i in range(1, 5):
+        model.update(X[40 * i : 40 * (i + 1)], Y[40 * i : 40 * (i + 1)])
+    post = model.posterior(Xt, observation_noise=True)
+    ft = _f(Xt).squeeze(-1)
+    rmse = (post.mean.squeeze(-1) - ft).pow(2).mean().sqrt()
+    nlpd = -torch.distributions.Normal(post.mean.squeeze(-1), post.variance.squeeze(-1).sqrt()).log_prob(ft).mean()
+    assert rmse < 0.1 and nlpd < -0.4  # f has std ~1, noise std 0.1: the noise must have been learned
+
+
+def test_update_touches_only_batch_and_memory_and_costs_the_same(monkeypatch):
+    X, Y = _data(400, seed=2)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=20, memory_size=15, memory_per_batch=5, update_epochs=2)
+    sizes = []
+    original = model.variational_strategy.marginals
+
+    def spy(x):
+        sizes.append(x.size(-2))
+        return original(x)
+
+    monkeypatch.setattr(model.variational_strategy, "marginals", spy)
+    per_update = []
+    for i in range(1, 10):
+        sizes.clear()
+        model.update(X[40 * i : 40 * (i + 1)], Y[40 * i : 40 * (i + 1)])
+        per_update.append(list(sizes))
+        assert max(sizes) <= 40 + 15  # the batch and the memory, never the old data
+        assert model.train_inputs[0].size(0) <= 40 + 15
+    assert model.memory[0].size(0) == 15  # capped
+    assert per_update[-1] == per_update[3]  # the same work for the 10th batch as for the 5th
+    assert model.num_retired.item() == 360
+    # the memory stands in for all retired points exactly once
+    assert torch.isclose(model._weights().sum(), torch.tensor(400.0, dtype=torch.float64))
+    assert model.variational_strategy.inducing_points.shape == (20, 2)
+
+
+def test_memory_size_zero_and_bernoulli():
+    X, Y = _data(80, seed=4)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=15, memory_size=0, update_epochs=1)
+    model.update(X[40:], Y[40:])
+    assert model.memory[0].size(0) == 0 and model.num_data == 40
+    labels = (Y.squeeze(-1) > 0.8).double()
+    clf = DualMemoryGP(X[:40], labels[:40], likelihood=gpytorch.likelihoods.BernoulliLikelihood(), num_inducing=15,
+                       update_epochs=1)
+    clf.update(X[40:], labels[40:])
+    post = clf.posterior(X)
+    assert post.mean.shape == (80, 1) and torch.isfinite(post.variance).all()
+    with pytest.raises(ValueError, match="observation_noise"):
+        clf.posterior(X, observation_noise=True)
+
+
+def test_float32():
+    X, Y = _data(30, dtype=torch.float32)
+    model = DualMemoryGP(X, Y, num_inducing=10, update_epochs=1)
+    gpkit.fit(model, epochs=3)
+    model.update(*_data(10, seed=5, dtype=torch.float32))
+    assert model.posterior(X).mean.dtype == torch.float32
+
+
+def test_bad_inputs():
+    X, Y = _data(20)
+    with pytest.raises(ValueError, match="train_X"):
+        DualMemoryGP(X[:, :, None], Y)
+    with pytest.raises(ValueError, match="train_Y"):
+        DualMemoryGP(X, Y[:5])
+    with pytest.raises(ValueError, match="train_X"):
+        DualMemoryGP(torch.full_like(X, float("nan")), Y)
+    with pytest.raises(ValueError, match="num_inducing"):
+        DualMemoryGP(X, Y, num_inducing=0)
+    with pytest.raises(ValueError, match="memory_size"):
+        DualMemoryGP(X, Y, memory_size=-1)
+    model = DualMemoryGP(X, Y, num_inducing=10, update_epochs=0)
+    with pytest.raises(ValueError, match="X_new"):
+        model.update(torch.rand(5, 3, dtype=torch.float64), torch.rand(5, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="Y_new"):
+        model.update(torch.rand(5, 2, dtype=torch.float64), torch.rand(4, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="X_new"):
+        model.update(torch.full((5, 2), float("nan"), dtype=torch.float64), torch.rand(5, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="X"):
+        model.posterior(torch.rand(5, 3, dtype=torch.float64))
+
+
+def test_updates_stay_exact_while_inducing_points_grow():
+    """Exact start (M = n), Gaussian, hyperparameters fixed: streaming updates equal the exact GP on all data."""
+    X, Y = _data(60, seed=6)
+    model = DualMemoryGP(X[:20], Y[:20], num_inducing=100, memory_size=0, update_epochs=0, outcome_transform=None)
+    model.update(X[20:40], Y[20:40])
+    model.update(X[40:], Y[40:])
+    assert model.variational_strategy.inducing_points.shape == (60, 2)
+    Xs = torch.rand(8, 2, dtype=torch.float64)
+    expected = _titsias_mean(model, X, Y, X, Xs)
+    assert torch.allclose(model.posterior(Xs).mean.squeeze(-1), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "inverse_probability", "unit"])
+def test_memory_weightings(weighting):
+    X, Y = _data(120, seed=7)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=15, memory_size=12, memory_per_batch=6, update_epochs=0,
+                         memory_weighting=weighting)
+    model.update(X[40:80], Y[40:80])
+    model.update(X[80:], Y[80:])
+    w = model._weights()
+    assert torch.all(w[:40] == 1) and w.numel() == 40 + 12
+    expected = 12.0 if weighting == "unit" else 80.0  # unit: memory as extra data; else each retired point once
+    assert torch.isclose(w[40:].sum(), torch.tensor(expected, dtype=torch.float64))
+    with pytest.raises(ValueError, match="memory_weighting"):
+        DualMemoryGP(X, Y, memory_weighting="double")
+
+
+def test_knowledge_gradient_and_max_value_entropy(exact_pair):
+    from botorch.acquisition import qKnowledgeGradient
+    from botorch.acquisition.max_value_entropy_search import qMaxValueEntropy
+
+    model = exact_pair[0]
+    kg = qKnowledgeGradient(model, num_fantasies=4)
+    assert kg(torch.rand(3, 1 + 4, 2, dtype=torch.float64)).shape == (3,)
+    mes = qMaxValueEntropy(model, candidate_set=torch.rand(50, 2, dtype=torch.float64), num_fantasies=4)
+    assert torch.isfinite(mes(torch.rand(3, 1, 2, dtype=torch.float64))).all()
