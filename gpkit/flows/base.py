@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +37,7 @@ class ElementwiseFlow(nn.Module):
 
     parameter_names: tuple[str, ...] = ()
     positive: tuple[str, ...] = ()
-    identity: dict[str, float] = {}
+    identity: ClassVar[dict[str, float]] = {}
 
     def __init__(self, num_flows: int = 1) -> None:
         super().__init__()

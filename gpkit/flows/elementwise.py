@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -47,7 +48,7 @@ class AffineFlow(ElementwiseFlow):
 
     parameter_names = ("alpha", "beta")
     positive = ("alpha",)
-    identity = {"alpha": 1.0, "beta": 0.0}
+    identity: ClassVar[dict[str, float]] = {"alpha": 1.0, "beta": 0.0}
 
     def _forward(self, f, alpha, beta):
         return alpha * f + beta
@@ -67,7 +68,7 @@ class SinhArcsinhFlow(ElementwiseFlow):
 
     parameter_names = ("a", "b")
     positive = ("b",)
-    identity = {"a": 0.0, "b": 1.0}
+    identity: ClassVar[dict[str, float]] = {"a": 0.0, "b": 1.0}
 
     def _forward(self, f, a, b):
         return torch.sinh(b * torch.asinh(f) - a)
@@ -99,7 +100,7 @@ class BoxCoxFlow(ElementwiseFlow):
 
     parameter_names = ("lam",)
     positive = ("lam",)
-    identity = {"lam": 1.0}
+    identity: ClassVar[dict[str, float]] = {"lam": 1.0}
 
     def _forward(self, f, lam):
         return (torch.sign(f) * f.abs().pow(lam) - 1) / lam + 1
@@ -120,7 +121,7 @@ class ArcsinhFlow(ElementwiseFlow):
 
     parameter_names = ("a", "b", "c", "d")
     positive = ("b", "d")
-    identity = {"a": 0.0, "b": 1.0, "c": 0.0, "d": 1.0}
+    identity: ClassVar[dict[str, float]] = {"a": 0.0, "b": 1.0, "c": 0.0, "d": 1.0}
     exact_identity = False
 
     def _forward(self, f, a, b, c, d):
@@ -145,7 +146,7 @@ class TukeyGHFlow(ElementwiseFlow):
 
     parameter_names = ("g", "h")
     positive = ("h",)
-    identity = {"g": 0.0, "h": 1e-3}
+    identity: ClassVar[dict[str, float]] = {"g": 0.0, "h": 1e-3}
     exact_identity = False
 
     @staticmethod
@@ -176,7 +177,7 @@ class TanhFlow(ElementwiseFlow):
 
     parameter_names = ("a", "b", "c")
     positive = ("b",)
-    identity = {"a": 0.0, "b": 1.0, "c": 0.0}
+    identity: ClassVar[dict[str, float]] = {"a": 0.0, "b": 1.0, "c": 0.0}
 
     def constrained(self, raw=None):
         params = super().constrained(raw)

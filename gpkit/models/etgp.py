@@ -43,9 +43,8 @@ def check_labels(train_X: Tensor, train_Y: Tensor, num_classes: int) -> tuple[Te
         )
     if train_Y.dtype == torch.bool or train_Y.is_complex():
         raise TypeError(f"train_Y must hold integer labels, got dtype {train_Y.dtype}")
-    if torch.is_floating_point(train_Y):
-        if not torch.isfinite(train_Y).all() or (train_Y != train_Y.round()).any():
-            raise ValueError("train_Y must hold integer class labels; got non-integer (or NaN) values")
+    if torch.is_floating_point(train_Y) and (~torch.isfinite(train_Y) | (train_Y != train_Y.round())).any():
+        raise ValueError("train_Y must hold integer class labels; got non-integer (or NaN) values")
     train_Y = train_Y.long()
     if train_Y.min() < 0 or train_Y.max() >= num_classes:
         raise ValueError(
@@ -77,7 +76,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
     :param train_X: ``n x d`` inputs.
     :param train_Y: ``n`` integer labels in ``0..num_classes-1`` (or ``n x 1``).
     :param num_classes: :math:`C \ge 2`.
-    :param num_inducing: :math:`M` (at most the number of distinct inputs).
+    :param num_inducing: :math:`M` (default ``min(100, n)``; at most the number of distinct inputs).
     :param flow: ``None`` (input-dependent sinh-arcsinh-affine), an :class:`~gpkit.flows.ElementwiseFlow`
         with ``num_flows = C`` (constant parameters) or an :class:`~gpkit.flows.InputDependentFlow` on
         ``d`` inputs (its network sees standardised inputs).
@@ -89,6 +88,11 @@ class ETGP(ApproximateGP, GPyTorchModel):
     :param weight_decay: :math:`\lambda` of the default network's penalty :math:`\frac{\lambda}{2}\|W\|^2`,
         added to the per-datum loss (as Adam's weight decay would).
     :param num_quadrature: Gauss-Hermite nodes :math:`Q`.
+    :param warmup_epochs: epochs of :func:`gpkit.fit` during which the flow network is frozen (the flows use
+        only their constant parameters :math:`\theta_0`, a stationary TGP); then the network is switched on
+        (:meth:`on_epoch_end`). Default: half of the default epochs. Started at the identity, the symmetric
+        flows give :math:`f_0` no gradient while the network's per-class biases have one, so without the
+        warm-up the network fits the labels alone and the GP is bypassed (the pitfall above).
     :param learn_inducing_locations: optimise the inducing locations.
     :param seed: seed of the inducing initialisation.
     """
@@ -100,7 +104,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
         train_X: Tensor,
         train_Y: Tensor,
         num_classes: int,
-        num_inducing: int = 100,
+        num_inducing: int | None = None,
         flow: ElementwiseFlow | InputDependentFlow | None = None,
         covar_module: gpytorch.kernels.Kernel | None = None,
         inducing_points: Tensor | str = "kmeans",
@@ -108,6 +112,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
         dropout: float = 0.5,
         weight_decay: float = 1e-5,
         num_quadrature: int = 20,
+        warmup_epochs: int | None = None,
         learn_inducing_locations: bool = True,
         seed: int = 0,
     ) -> None:
@@ -123,6 +128,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
                 raise ValueError("inducing_points contains NaN or inf")
             Z = (inducing_points.to(train_X) - mean) / std
         else:
+            num_inducing = min(100, n) if num_inducing is None else num_inducing
             if isinstance(num_inducing, bool) or not isinstance(num_inducing, int) or not 1 <= num_inducing <= n:
                 raise ValueError(f"num_inducing must be an int in [1, n={n}], got {num_inducing!r}")
             if inducing_points not in ("kmeans", "random"):
@@ -157,6 +163,13 @@ class ETGP(ApproximateGP, GPyTorchModel):
         self.register_buffer("_train_Y", train_Y)
         if isinstance(flow, InputDependentFlow):
             flow.prefit_identity(scaled[:4096])
+        if warmup_epochs is None:
+            warmup_epochs = self.fit_defaults["epochs"] // 2
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
+        self.warmup_epochs = warmup_epochs if isinstance(flow, InputDependentFlow) else 0
+        if self.warmup_epochs > 0:
+            flow.network.requires_grad_(False)
 
     # ------------------------------------------------------------------ data and scaling
     @property
@@ -188,6 +201,17 @@ class ETGP(ApproximateGP, GPyTorchModel):
         return ApproximateGP.__call__(self, scaled)
 
     # ------------------------------------------------------------------ training
+    def on_epoch_end(self, epoch: int) -> bool:
+        """Switch the flow network on after ``warmup_epochs`` epochs; ``True`` makes :func:`gpkit.fit` rebuild
+        its optimizer with the network's parameters."""
+        flow = self.likelihood.flow
+        if isinstance(flow, InputDependentFlow) and epoch >= self.warmup_epochs:
+            frozen = [p for p in flow.network.parameters() if not p.requires_grad]
+            if frozen:
+                flow.network.requires_grad_(True)
+                return True
+        return False
+
     def batch_loss(self, index: Tensor) -> Tensor:
         """Negative ELBO per datum on the training inputs ``index`` (for :func:`gpkit.fit`), plus the flow
         network's weight penalty."""
