@@ -90,7 +90,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
     :param num_quadrature: Gauss-Hermite nodes :math:`Q`.
     :param warmup_epochs: epochs of :func:`gpkit.fit` during which the flow network is frozen (the flows use
         only their constant parameters :math:`\theta_0`, a stationary TGP); then the network is switched on
-        (:meth:`on_epoch_end`). Default: half of the default epochs. Started at the identity, the symmetric
+        (:meth:`on_epoch_end`). Default: a quarter of the default epochs. Started at the identity, the symmetric
         flows give :math:`f_0` no gradient while the network's per-class biases have one, so without the
         warm-up the network fits the labels alone and the GP is bypassed (the pitfall above).
     :param learn_inducing_locations: optimise the inducing locations.
@@ -164,7 +164,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
         if isinstance(flow, InputDependentFlow):
             flow.prefit_identity(scaled[:4096])
         if warmup_epochs is None:
-            warmup_epochs = self.fit_defaults["epochs"] // 2
+            warmup_epochs = self.fit_defaults["epochs"] // 4
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
         self.warmup_epochs = warmup_epochs if isinstance(flow, InputDependentFlow) else 0
@@ -186,9 +186,9 @@ class ETGP(ApproximateGP, GPyTorchModel):
 
     @property
     def fit_defaults(self) -> dict:
-        """Adam lr 0.01, batch 256, and enough epochs for about 6000 steps (at least 10, at most 300)."""
+        """Adam lr 0.01, batch 256, and enough epochs for about 2500 steps (at least 10, at most 200)."""
         steps_per_epoch = math.ceil(self.num_data / 256)
-        return {"epochs": int(min(300, max(10, math.ceil(6000 / steps_per_epoch)))), "lr": 0.01, "batch_size": 256}
+        return {"epochs": int(min(200, max(10, math.ceil(2500 / steps_per_epoch)))), "lr": 0.01, "batch_size": 256}
 
     def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
