@@ -42,7 +42,7 @@ class TestETGPLikelihood(BaseLikelihoodTestCase, unittest.TestCase):
     def create_likelihood(self):
         return ETGPLikelihood(_random_flow())
 
-    def _create_targets(self, batch_shape=torch.Size()):
+    def _create_targets(self, batch_shape=torch.Size()):  # noqa: B008 (the base class signature)
         return torch.randint(0, C, (*batch_shape, 5))
 
     def _test_marginal(self, batch_shape):
