@@ -51,8 +51,8 @@ def _config(bench) -> dict:
         return {"sets": ("letter", "vowel"), "splits": (0,), "max_train": 1500, "epoch_cap": 8, "etgp_epochs": 8,
                 "baselines": ("SVGP (C GPs)",), "equal_time": (), "sweep_C": (10, 100), "sweep_n": 100000,
                 "steps": 3, "train_n": 0, "train_epochs": 0}
-    return {"sets": SETS, "splits": (0,), "extra_splits": {"letter": (1,), "mnist": (1,)}, "max_train": 2000,
-            "epoch_cap": 30, "etgp_epochs": None,
+    return {"sets": SETS, "splits": (0,), "extra_splits": {"letter": (1,), "mnist": (1,)}, "max_train": 1500,
+            "epoch_cap": 25, "etgp_epochs": None,
             "baselines": ("SVGP (C GPs)", "LMC (8 GPs)", "Dirichlet SVGP"), "equal_time": ("SVGP (C GPs)",),
             "sweep_C": (10, 100, 1000), "sweep_n": 100000, "steps": 5, "train_n": 100000, "train_epochs": 3}
 

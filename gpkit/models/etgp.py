@@ -186,9 +186,9 @@ class ETGP(ApproximateGP, GPyTorchModel):
 
     @property
     def fit_defaults(self) -> dict:
-        """Adam lr 0.01, batch 256, and enough epochs for about 2500 steps (at least 10, at most 200)."""
+        """Adam lr 0.01, batch 256, and enough epochs for about 1500 steps (at least 10, at most 150)."""
         steps_per_epoch = math.ceil(self.num_data / 256)
-        return {"epochs": int(min(200, max(10, math.ceil(2500 / steps_per_epoch)))), "lr": 0.01, "batch_size": 256}
+        return {"epochs": int(min(150, max(10, math.ceil(1500 / steps_per_epoch)))), "lr": 0.01, "batch_size": 256}
 
     def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
