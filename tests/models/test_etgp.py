@@ -31,7 +31,7 @@ def fitted():
     torch.manual_seed(0)
     X, y = _data()
     model = ETGP(X, y, num_classes=3, num_inducing=30, warmup_epochs=20)
-    gpkit.fit(model, epochs=60, seed=0)  # the flow network switches on after epoch 20
+    gpkit.fit(model, epochs=80, seed=0)  # the flow network switches on after epoch 20
     return model, X, y
 
 
