@@ -153,7 +153,7 @@ for c in Cs:
     s = MulticlassSVGPBaseline(m.standardize(X[:100]).clone(), c)
     mll = gpytorch.mlls.VariationalELBO(s.likelihood, s, num_data=5000)
     Xs_ = m.standardize(X)
-    svgp_t.append(step_seconds(s, lambda i, s=s, mll=mll, y=y: -mll(s(Xs_[i]), y[i])))
+    svgp_t.append(step_seconds(s, lambda i, s=s, mll=mll, y=y, X_=Xs_: -mll(s(X_[i]), y[i])))
 plt.figure(figsize=(5, 3.5))
 plt.loglog(Cs, etgp_t, "o-", label="ETGP (1 GP + C flows)")
 plt.loglog(Cs, svgp_t, "s-", label="SVGP (C GPs)")
