@@ -15,7 +15,7 @@ mean/std, RBF-ARD kernels starting at lengthscale sqrt(d), batch 256, Adam lr 0.
 Stopping rule, the same for every model: ``gpkit.fit(tol=1e-3, patience=3)`` (stop when the best epoch loss has
 improved by less than 0.1 % over 3 epochs) or the epoch cap, whichever comes first; "seconds to convergence"
 is that wall time. Equal-time comparison: the C-GP SVGP is also trained from scratch for ETGP's wall time
-(same protocol, stopped by a callback) and evaluated.
+(same protocol without the epoch cap, stopped by a callback) and evaluated.
 
 Metrics: test accuracy; mean NLL = mean over test points of -log p(y_true | x) (probabilities by Gauss-Hermite
 for ETGP, 256 Monte Carlo samples of the latent marginals for the baselines); seconds per epoch = training wall
@@ -57,7 +57,7 @@ def _config(bench) -> dict:
     gpu = bench.device.type == "cuda"
     return {"sets": SETS if gpu else ("letter", "mnist", "vowel"), "splits": (0,),
             "extra_splits": {"letter": (1,), "mnist": (1,)} if gpu else {}, "max_train": None if gpu else 1500,
-            "epoch_cap": 25, "etgp_epochs": None,
+            "epoch_cap": 60, "etgp_epochs": None,
             "baselines": ("SVGP (C GPs)", "LMC (8 GPs)", "Dirichlet SVGP"),
             "baselines_for": None if gpu else {"vowel": ("SVGP (C GPs)", "LMC (8 GPs)", "Dirichlet SVGP")},
             "equal_time": ("SVGP (C GPs)",), "sweep_C": (10, 100, 1000), "sweep_n": 100000, "steps": 3,
@@ -146,7 +146,7 @@ def _accuracy_part(bench, cfg) -> dict:
                     budget = res["ETGP"]["seconds"]
                     model, extra = _baseline(label, Xs, ytr, C, Z)
                     stop = {"callback": lambda state, b=budget: state.elapsed >= b}
-                    seconds, _, epochs = _train(bench, model, {**fit_opts, "tol": 0.0, **extra, **stop})
+                    seconds, _, epochs = _train(bench, model, {**fit_opts, "epochs": 10**6, "tol": 0.0, **extra, **stop})
                     m = _metrics(model.predict_proba(Xts), yte)
                     bench.add(case, f"{label} @ ETGP time", **common, **m, epochs=epochs, seconds=seconds)
             results[case] = res
