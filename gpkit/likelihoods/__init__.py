@@ -1,5 +1,6 @@
 """One-dimensional likelihoods that GPyTorch does not ship (all work with any gpkit model)."""
 
 from gpkit.likelihoods.count_and_binary import BernoulliLogitLikelihood, ExpLinkPoissonLikelihood
+from gpkit.likelihoods.etgp import ETGPLikelihood
 
-__all__ = ["BernoulliLogitLikelihood", "ExpLinkPoissonLikelihood"]
+__all__ = ["BernoulliLogitLikelihood", "ETGPLikelihood", "ExpLinkPoissonLikelihood"]

@@ -2,6 +2,7 @@
 
 from gpkit.models.dklgp import DKLGP
 from gpkit.models.dual_memory import DualMemoryGP
+from gpkit.models.etgp import ETGP
 from gpkit.models.swsgp import SWSGP
 
-__all__ = ["DKLGP", "DualMemoryGP", "SWSGP"]
+__all__ = ["DKLGP", "DualMemoryGP", "ETGP", "SWSGP"]

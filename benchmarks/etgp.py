@@ -1,0 +1,252 @@
+"""ETGP vs GPyTorch's multi-class GP classifiers on real sets, and the cost of each as the number of classes C grows.
+
+Part 1 (accuracy, real data through ``gpkit.datasets``): letter (26 classes), satimage, segment, vowel,
+optdigits, penbased and the MNIST test set (its own stratified split), on split 0 (letter and MNIST also on split 1); on a
+CPU only letter, MNIST (vs the C-GP SVGP) and vowel (vs all three baselines), training sets subsampled to 1500.
+Models, every one with M = 100 k-means inducing points on the training inputs standardised with the training
+mean/std, RBF-ARD kernels starting at lengthscale sqrt(d), batch 256, Adam lr 0.01, trained by ``gpkit.fit``:
+- ETGP with its defaults (input-dependent sinh-arcsinh-affine flows, MLP 50 tanh units, dropout 0.5, the
+  flow network frozen for the first quarter of the epochs);
+- "SVGP (C GPs)": C independent whitened SVGPs (``IndependentMultitaskVariationalStrategy``) with
+  ``SoftmaxLikelihood(mixing_weights=False)``;
+- "LMC (L GPs)": ``LMCVariationalStrategy`` with L = min(C, 8) latent GPs and the same likelihood;
+- "Dirichlet SVGP": C whitened SVGP regressions on GPyTorch's ``DirichletClassificationLikelihood``
+  transformed labels with their fixed per-label noise (sparse form of Milios et al. 2018).
+Stopping rule, the same for every model: ``gpkit.fit(tol=1e-3, patience=3)`` (stop when the best epoch loss has
+improved by less than 0.1 % over 3 epochs) or the epoch cap, whichever comes first; "seconds to convergence"
+is that wall time. Equal-time comparison: the C-GP SVGP is also trained from scratch for ETGP's wall time
+(same protocol without the epoch cap, stopped by a callback) and evaluated.
+
+Metrics: test accuracy; mean NLL = mean over test points of -log p(y_true | x) (probabilities by Gauss-Hermite
+for ETGP, 256 Monte Carlo samples of the latent marginals for the baselines); seconds per epoch = training wall
+time / epochs run; peak memory = CUDA max allocated, or peak RSS growth on CPU; model_mb = parameters.
+
+Part 2 (cost vs C, synthetic): n inputs uniform on [0, 1]^4, labels the Voronoi cell of C random centres,
+C in {10, 100, 1000}: seconds per training step (median, batch 256) of ETGP and of the C-GP SVGP, the epoch
+time that implies at n = 10^5, and peak memory of the steps; ETGP also trained for a few epochs at n = 10^5.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+
+import gpytorch
+import torch
+
+import gpkit
+from gpkit.baselines import DirichletSVGPBaseline, MulticlassSVGPBaseline
+from gpkit.datasets import load
+from gpkit.models import ETGP
+from gpkit.training import make_optimizer
+from gpkit.variational.inducing_points import init_inducing_points
+
+SETS = ("letter", "satimage", "segment", "vowel", "optdigits", "penbased", "mnist")
+M, BATCH, LR, TOL, PATIENCE = 100, 256, 0.01, 1e-3, 3
+
+
+def _config(bench) -> dict:
+    if bench.quick:
+        return {"sets": ("letter", "vowel"), "splits": (0,), "max_train": 1500, "epoch_cap": 8, "etgp_epochs": 8,
+                "baselines": ("SVGP (C GPs)",), "equal_time": (), "sweep_C": (10, 100), "sweep_n": 100000,
+                "steps": 3, "train_n": 0, "train_epochs": 0}
+    # CPU full run: the two target sets (letter, MNIST) against the C-GP SVGP, and vowel against all three
+    # baselines; on a GPU every set, two splits of letter and MNIST, and ETGP trained at n = 10^5.
+    gpu = bench.device.type == "cuda"
+    return {"sets": SETS if gpu else ("letter", "mnist", "vowel"), "splits": (0,),
+            "extra_splits": {"letter": (1,), "mnist": (1,)} if gpu else {}, "max_train": None if gpu else 1500,
+            "epoch_cap": 60, "etgp_epochs": None,
+            "baselines": ("SVGP (C GPs)", "LMC (8 GPs)", "Dirichlet SVGP"),
+            "baselines_for": None if gpu else {"vowel": ("SVGP (C GPs)", "LMC (8 GPs)", "Dirichlet SVGP")},
+            "equal_time": ("SVGP (C GPs)",), "sweep_C": (10, 100, 1000), "sweep_n": 100000, "steps": 3,
+            "train_n": 100000 if gpu else 0, "train_epochs": 3 if gpu else 0}
+
+
+def _log(text: str) -> None:
+    print(f"[etgp bench] {text}", file=sys.stderr, flush=True)
+
+
+def _data(name, split, bench, max_train):
+    ds = load(name, split=split, dtype=bench.dtype)
+    Xtr, ytr, Xte, yte = ds.train_X, ds.train_y, ds.test_X, ds.test_y
+    if max_train is not None and Xtr.size(0) > max_train:
+        keep = torch.randperm(Xtr.size(0), generator=torch.Generator().manual_seed(split))[:max_train]
+        Xtr, ytr = Xtr[keep], ytr[keep]
+    to = {"device": bench.device}
+    return Xtr.to(**to), ytr.to(**to), Xte.to(**to), yte.to(**to), int(ds.extras["num_classes"])
+
+
+def _standardise(Xtr, Xte):
+    mean, std = Xtr.mean(0), Xtr.std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (Xtr - mean) / std, (Xte - mean) / std
+
+
+def _metrics(probs, y) -> dict:
+    p = probs.gather(-1, y[:, None]).squeeze(-1).clamp_min(1e-300)
+    return {"accuracy": (probs.argmax(-1) == y).double().mean().item(), "nll": -p.log().mean().item()}
+
+
+def _model_mb(module) -> float:
+    tensors = {id(t): t for name, t in [*module.named_parameters(), *module.named_buffers()] if "train" not in name
+               and "targets" not in name and "label_noise" not in name}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+
+def _baseline(label, Xs, ytr, C, Z):
+    """A fresh baseline and its gpkit.fit options."""
+    torch.manual_seed(0)
+    if label == "Dirichlet SVGP":
+        return DirichletSVGPBaseline(Z, Xs, ytr, C), {}
+    model = MulticlassSVGPBaseline(Z, C, num_latents=None if label.startswith("SVGP") else min(C, 8))
+    return model, {"train_X": Xs, "train_Y": ytr, "likelihood": model.likelihood}
+
+
+def _train(bench, model, opts) -> tuple[float, float, int]:
+    m = bench.measure(lambda: gpkit.fit(model, progress=False, seed=0, **opts), repeats=1, warmup=0)
+    return m.seconds, m.peak_memory_mb, len(model.fit_history)
+
+
+def _accuracy_part(bench, cfg) -> dict:
+    results = {}
+    for name in cfg["sets"]:
+        for split in (*cfg["splits"], *cfg.get("extra_splits", {}).get(name, ())):
+            Xtr, ytr, Xte, yte, C = _data(name, split, bench, cfg["max_train"])
+            case = f"{name} (split {split})"
+            common = {"n_train": Xtr.size(0), "n_test": Xte.size(0), "C": C, "split": split}
+            torch.manual_seed(split)
+            if cfg["etgp_epochs"] is None:  # gpkit's defaults
+                etgp, opts = ETGP(Xtr, ytr, C, num_inducing=M, seed=split), {}
+            else:
+                etgp = ETGP(Xtr, ytr, C, num_inducing=M, seed=split, warmup_epochs=cfg["etgp_epochs"] // 4)
+                opts = {"epochs": cfg["etgp_epochs"]}
+            seconds, mem, epochs = _train(bench, etgp, opts)
+            res = {"ETGP": {**_metrics(etgp.predict_proba(Xte), yte), "seconds": seconds}}
+            bench.add(case, "ETGP", **common, **res["ETGP"], epochs=epochs, seconds_to_convergence=seconds,
+                      seconds_per_epoch=seconds / epochs, peak_memory_mb=mem, model_mb=_model_mb(etgp),
+                      accuracy_gp_ablated=_metrics(etgp.predict_proba(Xte, ablate="gp"), yte)["accuracy"])
+            _log(f"{case}: ETGP {res['ETGP']} in {seconds:.1f} s ({epochs} epochs)")
+            Xs, Xts = _standardise(Xtr, Xte)
+            Z = init_inducing_points(Xs, M, "kmeans", seed=split)
+            labels = cfg["baselines"]
+            if cfg.get("baselines_for") is not None:
+                labels = cfg["baselines_for"].get(name, ("SVGP (C GPs)",))
+            for label in labels:
+                model, extra = _baseline(label, Xs, ytr, C, Z)
+                fit_opts = {"epochs": cfg["epoch_cap"], "lr": LR, "batch_size": BATCH, "tol": TOL, "patience": PATIENCE}
+                seconds, mem, epochs = _train(bench, model, {**fit_opts, **extra})
+                res[label] = {**_metrics(model.predict_proba(Xts), yte), "seconds": seconds}
+                bench.add(case, label, **common, accuracy=res[label]["accuracy"], nll=res[label]["nll"], epochs=epochs,
+                          seconds_to_convergence=seconds, seconds_per_epoch=seconds / epochs, peak_memory_mb=mem,
+                          model_mb=_model_mb(model))
+                _log(f"{case}: {label} {res[label]} in {seconds:.1f} s ({epochs} epochs)")
+                if label in cfg["equal_time"]:
+                    budget = res["ETGP"]["seconds"]
+                    model, extra = _baseline(label, Xs, ytr, C, Z)
+                    stop = {"callback": lambda state, b=budget: state.elapsed >= b}
+                    seconds, _, epochs = _train(bench, model, {**fit_opts, "epochs": 10**6, "tol": 0.0, **extra, **stop})
+                    m = _metrics(model.predict_proba(Xts), yte)
+                    bench.add(case, f"{label} @ ETGP time", **common, **m, epochs=epochs, seconds=seconds)
+            results[case] = res
+    return results
+
+
+def _synthetic(n, C, d, seed, bench):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g, dtype=bench.dtype)
+    centres = torch.rand(C, d, generator=g, dtype=bench.dtype)
+    y = torch.cat([torch.cdist(xb, centres).argmin(-1) for xb in X.split(20000)])
+    return X.to(bench.device), y.to(bench.device)
+
+
+def _step_seconds(bench, module, loss_fn, n, steps):
+    """Median seconds of one optimizer step (batch 256) over ``steps`` steps after one warm-up, and peak memory."""
+    opt = make_optimizer(module, lr=LR)
+    module.train()
+    batches = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: (steps + 1) * BATCH].to(bench.device)
+    batches = list(batches.split(BATCH))
+    times = []
+
+    def run():
+        for b in batches:
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss_fn(b).backward()
+            opt.step()
+            if bench.device.type == "cuda":
+                torch.cuda.synchronize(bench.device)
+            times.append(time.perf_counter() - start)
+
+    m = bench.measure(run, repeats=1, warmup=0)
+    return statistics.median(times[1:]), m.peak_memory_mb
+
+
+def _cost_part(bench, cfg) -> dict:
+    n, d = cfg["sweep_n"], 4
+    out = {}
+    for C in cfg["sweep_C"]:
+        X, y = _synthetic(n, C, d, 0, bench)
+        torch.manual_seed(0)
+        etgp = ETGP(X, y, C, num_inducing=M, inducing_points="random", warmup_epochs=0)
+        steps = cfg["steps"] if C <= 100 else 3
+        e_step, e_mem = _step_seconds(bench, etgp, etgp.batch_loss, n, steps)
+        Z = init_inducing_points(etgp.standardize(X), M, "random")
+        svgp = MulticlassSVGPBaseline(Z, C)
+        mll = gpytorch.mlls.VariationalELBO(svgp.likelihood, svgp, num_data=n)
+        Xs = etgp.standardize(X)
+        s_step, s_mem = _step_seconds(bench, svgp, lambda b, s=svgp, m=mll, X_=Xs, y_=y: -m(s(X_[b]), y_[b]), n, steps)
+        per_epoch = math.ceil(n / BATCH)
+        out[C] = {"ETGP": e_step, "SVGP": s_step}
+        for label, step, mem, model in (("ETGP", e_step, e_mem, etgp), ("SVGP (C GPs)", s_step, s_mem, svgp)):
+            bench.add(f"synthetic C={C}", label, C=C, n_train=n, seconds_per_step=step,
+                      seconds_per_epoch=step * per_epoch, peak_memory_mb=mem, model_mb=_model_mb(model),
+                      note="epoch time = median step x steps per epoch")
+        _log(f"C={C}: ETGP {e_step * 1e3:.1f} ms/step, SVGP {s_step * 1e3:.1f} ms/step")
+        del etgp, svgp
+    if cfg["train_epochs"] > 0:
+        for C in (10, 100):
+            X, y = _synthetic(cfg["train_n"] + 10000, C, d, 1, bench)
+            Xtr, ytr, Xte, yte = X[:-10000], y[:-10000], X[-10000:], y[-10000:]
+            torch.manual_seed(0)
+            etgp = ETGP(Xtr, ytr, C, warmup_epochs=1)
+            seconds, mem, epochs = _train(bench, etgp, {"epochs": cfg["train_epochs"]})
+            bench.add(f"synthetic C={C}, trained", "ETGP", C=C, n_train=Xtr.size(0), epochs=epochs,
+                      **_metrics(etgp.predict_proba(Xte), yte), seconds_per_epoch=seconds / epochs, peak_memory_mb=mem)
+            _log(f"synthetic C={C}, n={Xtr.size(0)} trained {epochs} epochs in {seconds:.0f} s")
+    return out
+
+
+def main(bench) -> None:
+    cfg = _config(bench)
+    acc = _accuracy_part(bench, cfg)
+    cost = _cost_part(bench, cfg)
+    bench.compare("ETGP", list(cfg["baselines"]), ["seconds_per_epoch", "seconds_to_convergence", "model_mb"],
+                  differences=["accuracy", "nll"])
+    bench.compare("ETGP", ["SVGP (C GPs)"], ["seconds_per_step", "seconds_per_epoch", "model_mb"])
+    mode = "quick" if bench.quick else "full"
+    etgp_epochs = "" if cfg["etgp_epochs"] is None else f" but {cfg['etgp_epochs']} epochs"
+    bench.note(
+        f"Setup ({mode} mode, {bench.device}, {str(bench.dtype).replace('torch.', '')}): training sets subsampled "
+        f"to at most {cfg['max_train']} points (test sets complete), splits {list(cfg['splits'])}. ETGP: gpkit.fit "
+        f"defaults{etgp_epochs}. Baselines: "
+        f"at most {cfg['epoch_cap']} epochs, stopped by tol={TOL}, patience={PATIENCE}. "
+        "CPU peak_memory_mb is the growth of the process's peak RSS; model_mb counts parameters."
+    )
+    for label in cfg["baselines"]:
+        rows = [(r["ETGP"], r[label]) for r in acc.values() if label in r]
+        if rows:
+            wins = sum(e["accuracy"] >= b["accuracy"] for e, b in rows)
+            nll_ok = sum(e["nll"] <= b["nll"] for e, b in rows)
+            speed = statistics.median(b["seconds"] / e["seconds"] for e, b in rows)
+            bench.note(f"vs {label}: ETGP accuracy >= baseline on {wins}/{len(rows)} cases, NLL <= baseline on "
+                       f"{nll_ok}/{len(rows)}; median time-to-convergence ratio baseline/ETGP {speed:.2g}.")
+    cs = sorted(cost)
+    if len(cs) >= 2:
+        lo, hi = cs[0], cs[-1]
+        bench.note(
+            f"Cost vs C (batch {BATCH}, M={M}): ETGP step time x{cost[hi]['ETGP'] / cost[lo]['ETGP']:.2f} from C={lo} to "
+            f"C={hi} (target < 2); C-GP SVGP x{cost[hi]['SVGP'] / cost[lo]['SVGP']:.1f}. Per-step SVGP/ETGP: "
+            + ", ".join(f"C={c}: {cost[c]['SVGP'] / cost[c]['ETGP']:.1f}" for c in cs) + "."
+        )
