@@ -1,0 +1,143 @@
+r"""The neighbour structure of a maximin-ordered sparse inverse Cholesky factor, as one object.
+
+:class:`MaximinStructure` bundles what a Vecchia-type variational strategy needs: the maximin ordering,
+the sparsity pattern ``S_j``, the reduced ancestor sets ``A_j`` and the conditioning sets of test points
+(ordered after all training points). Every set uses one convention, that of
+:func:`gpkit.operators.canonical_pattern`: one row per point, ascending indices (in the ordering),
+``-1`` padding on the left, the point itself last.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from gpkit.neighbors._utils import as_points, scale_points
+from gpkit.neighbors.ordering import maximin_order
+from gpkit.neighbors.pattern import ancestor_sets, sparsity_pattern, test_ancestor_sets
+
+__all__ = ["MaximinStructure"]
+
+# test points fade a conditioning point out over the outer part of their ball (r / R in [_FADE, 1])
+_FADE = 0.7
+
+
+def _canonical(pattern) -> Tensor:
+    index = torch.where(pattern.mask, pattern.index, torch.full_like(pattern.index, -1))
+    return index.sort(dim=-1).values
+
+
+def _check_size(value, name: str, low: int) -> None:
+    ok = value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= low)
+    if not ok:
+        raise ValueError(f"{name} must be an int >= {low}, 'auto' or None, got {value!r}")
+
+
+class MaximinStructure:
+    r"""Maximin ordering, sparsity sets, ancestor sets and test-time conditioning sets of ``n`` points.
+
+    Sets (indices into the maximin ordering, see the module docstring for the layout):
+
+    * ``index`` (``n x m``): :math:`S_j = \{i \le j : \|x_i - x_j\| \le \rho \ell_j\}`, the ``max_size``
+      nearest kept;
+    * ``ancestors`` (``n x a``): :math:`A_j = \{i \le j : \|x_i - x_j\| \le \rho \ell_i\} \cup S_j`, the
+      ``ancestor_size`` nearest kept;
+    * :meth:`test_sets`: for a test point, the training points within a radius ``R`` (``rho`` times its
+      distance to the training set, and no more than ``max_size - 1`` of them) with weights that fall
+      smoothly from 1 to 0 over the outer part of the ball, so predictions are continuous in the input.
+
+    Distances are measured after dividing the inputs by ``lengthscale``.
+
+    :param X: ``n x d`` distinct points.
+    :param rho: radius factor (>= 1).
+    :param lengthscale: ARD lengthscales (or ``None``).
+    :param max_size: cap on ``|S_j|`` (>= 2); ``"auto"``: ``max(32, 2 m)`` with ``m`` the mean uncapped
+        ``|S_j|``; ``None``: no cap.
+    :param ancestor_size: cap on ``|A_j|`` (>= 2); ``"auto"``: ``max(32, 4 m)``; ``None``: no cap.
+    """
+
+    def __init__(
+        self,
+        X: Tensor,
+        rho: float,
+        lengthscale: Tensor | None = None,
+        max_size: int | str | None = "auto",
+        ancestor_size: int | str | None = "auto",
+    ):
+        if not (isinstance(rho, int | float) and not isinstance(rho, bool) and rho >= 1.0):
+            raise ValueError(f"rho must be a number >= 1, got {rho!r}")
+        _check_size(max_size, "max_size", 2)
+        _check_size(ancestor_size, "ancestor_size", 2)
+        self.rho = float(rho)
+        self.lengthscale = None if lengthscale is None else lengthscale.detach().reshape(-1).clone()
+        order, dist = maximin_order(X, lengthscale=self.lengthscale, duplicates="raise")
+        self.order, self.dist = order, dist.to(X)
+        X_ord = X.detach()[order]
+        pat = sparsity_pattern(X_ord, dist, self.rho, lengthscale=self.lengthscale)
+        mean_size = int(pat.mask.sum(-1).double().mean().ceil())
+        self.max_size = max(32, 2 * mean_size) if max_size == "auto" else max_size
+        if self.max_size is not None and pat.index.shape[-1] > self.max_size:
+            pat = sparsity_pattern(X_ord, dist, self.rho, max_size=self.max_size, lengthscale=self.lengthscale)
+        self.ancestor_size = max(32, 4 * mean_size) if ancestor_size == "auto" else ancestor_size
+        anc = ancestor_sets(X_ord, dist, self.rho, max_size=self.ancestor_size, lengthscale=self.lengthscale)
+        self.inputs = X_ord  # shape: (n, d), the points in the ordering
+        self.index = _canonical(pat)  # shape: (n, m)
+        self.ancestors = _union(torch.cat([_canonical(anc), self.index], dim=-1))  # shape: (n, a)
+        self._tree = None
+
+    @property
+    def num_points(self) -> int:
+        return self.inputs.shape[0]
+
+    def _scaled(self, x: Tensor) -> np.ndarray:
+        arr, _, _ = as_points(x.detach(), "x")
+        return scale_points(arr, self.lengthscale)
+
+    @torch.no_grad()
+    def test_sets(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Conditioning sets, their weights and ancestor sets of test points ``x`` (``t x d``).
+
+        :return: ``(sets t x k, weights t x k, ancestors t x a)``: canonical training sets (no test point
+            in them), weights in ``[0, 1]`` (0 at padding), and the training ancestors of each test point.
+        """
+        n = self.num_points
+        if self._tree is None:
+            self._tree = cKDTree(self._scaled(self.inputs))
+        q = self._scaled(x)
+        k = n if self.max_size is None else min(n, self.max_size)
+        r, idx = self._tree.query(q, k=k)
+        r, idx = r.reshape(len(q), k), idx.reshape(len(q), k)
+        radius = self.rho * r[:, :1]  # rho times the distance to the training set
+        if k == self.max_size:  # at most k - 1 points strictly inside: the k-th has weight 0
+            radius = np.minimum(radius, r[:, -1:])
+        u = r / np.maximum(radius, 1e-300)
+        s = np.clip((1.0 - u) / (1.0 - _FADE), 0.0, 1.0)
+        w = s * s * (3.0 - 2.0 * s)  # smoothstep: 1 inside, 0 at the radius, continuous in x
+        keep = w > 0
+        sets = np.where(keep, idx, -1)
+        order = np.argsort(sets, axis=1, kind="stable")
+        sets, w = np.take_along_axis(sets, order, 1), np.take_along_axis(np.where(keep, w, 0.0), order, 1)
+        width = max(1, int(keep.sum(1).max()))
+        sets, w = sets[:, -width:], w[:, -width:]
+        anc = test_ancestor_sets(
+            self.inputs, self.dist, x.detach(), self.rho, max_size=self.ancestor_size, lengthscale=self.lengthscale
+        )
+        anc_idx = torch.where(anc.mask & (anc.index < n), anc.index, -1)
+        device = x.device
+        return (
+            torch.from_numpy(sets).to(device),
+            torch.from_numpy(w).to(device=device, dtype=x.dtype),
+            _union(anc_idx.to(device)),
+        )
+
+
+def _union(sets: Tensor) -> Tensor:
+    """Row-wise union, ascending with ``-1`` padding first, trimmed to the widest row."""
+    s = sets.sort(dim=-1).values
+    dup = torch.zeros_like(s, dtype=torch.bool)
+    dup[:, 1:] = s[:, 1:] == s[:, :-1]
+    s = torch.where(dup, torch.full_like(s, -1), s).sort(dim=-1).values
+    width = int((s >= 0).sum(-1).max().clamp_min(1))
+    return s[:, s.shape[-1] - width :]
