@@ -43,7 +43,7 @@ def _merge_repeats(train_X: Tensor, train_Y: Tensor) -> tuple[Tensor, Tensor, Te
     groups = neighbors.find_duplicates(train_X)
     n = train_X.shape[0]
     if not groups:
-        return train_X, train_Y, torch.ones_like(train_Y, dtype=torch.bool)
+        return train_X, train_Y.unsqueeze(-1), torch.ones(n, 1, dtype=torch.bool, device=train_X.device)
     first = torch.arange(n, device=train_X.device)
     for g in groups:
         first[g] = g[0]

@@ -87,6 +87,23 @@ class MaximinStructure:
         self.ancestors = _union(torch.cat([_canonical(anc), self.index], dim=-1))  # shape: (n, a)
         self._tree = None
 
+    @classmethod
+    def from_sets(cls, X_ordered: Tensor, index: Tensor, ancestors: Tensor | None = None) -> MaximinStructure:
+        """A structure with given sets (tests, custom patterns): ``X_ordered`` is already in order, ``index``
+        and ``ancestors`` are canonical; test points condition on every training point (exact, small n)."""
+        n = X_ordered.shape[0]
+        j = torch.arange(n, device=index.device)
+        if index.shape[0] != n or not torch.equal(index[:, -1], j) or (index > j.unsqueeze(-1)).any():
+            raise ValueError("index: expected a canonical pattern with n rows (row j ascending, j last)")
+        self = cls.__new__(cls)
+        self.rho, self.lengthscale, self.max_size, self.ancestor_size = float("inf"), None, None, None
+        self.order = j
+        self.dist = torch.full((n,), float("inf"), dtype=X_ordered.dtype, device=X_ordered.device)
+        self.inputs, self.index = X_ordered, index
+        self.ancestors = _union(torch.cat([index if ancestors is None else ancestors, index], dim=-1))
+        self._tree = None
+        return self
+
     @property
     def num_points(self) -> int:
         return self.inputs.shape[0]
@@ -103,6 +120,10 @@ class MaximinStructure:
             in them), weights in ``[0, 1]`` (0 at padding), and the training ancestors of each test point.
         """
         n = self.num_points
+        if self.rho == float("inf"):  # explicit sets: condition on everything
+            t = x.shape[0]
+            every = torch.arange(n, device=x.device).expand(t, n)
+            return every, torch.ones(t, n, dtype=x.dtype, device=x.device), every
         if self._tree is None:
             self._tree = cKDTree(self._scaled(self.inputs))
         q = self._scaled(x)

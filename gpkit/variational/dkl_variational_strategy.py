@@ -61,6 +61,8 @@ class DKLVariationalStrategy(_VariationalStrategy):
     :param prior_groups: a minibatch's prior factor columns are computed in this many groups of similar
         ``|S_j|`` (each padded to its own widest set).
     :param cache_bytes: memory allowed for the per-column index maps of the blocks ``V[A_j, A_j]``.
+    :param structure: a ready neighbour structure to use instead of building one (e.g.
+        :meth:`~gpkit.neighbors.MaximinStructure.from_sets`).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
         group_size: int = 32,
         prior_groups: int = 2,
         cache_bytes: int = 2**28,
+        structure: MaximinStructure | None = None,
     ):
         if learn_inducing_locations:
             raise ValueError("learn_inducing_locations: DKLVariationalStrategy's inducing points are the data")
@@ -97,7 +100,8 @@ class DKLVariationalStrategy(_VariationalStrategy):
         if not (isinstance(max_joint, int) and max_joint >= 1):
             raise ValueError(f"max_joint must be a positive int, got {max_joint!r}")
         self.rho, self.max_size, self.ancestor_size = rho, max_size, ancestor_size
-        structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size)
+        if structure is None:
+            structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size)
         super().__init__(
             model, structure.inputs, variational_distribution, learn_inducing_locations=False, jitter_val=jitter_val
         )
