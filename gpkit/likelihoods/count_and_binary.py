@@ -1,8 +1,8 @@
 """Poisson (log link) and Bernoulli (logit link) likelihoods.
 
-GPyTorch's ``BernoulliLikelihood`` uses the probit link; the DKLGP experiments use the logit link, and
-GPyTorch has no Poisson likelihood. Expected log likelihoods use GPyTorch's Gauss-Hermite quadrature,
-except the Poisson one, which has a closed form.
+GPyTorch's ``BernoulliLikelihood`` uses the probit link and its ``PoissonLikelihood`` the softplus link;
+the DKLGP experiments use the logit and log links. Expected log likelihoods use GPyTorch's Gauss-Hermite
+quadrature, except the log-link Poisson one, which has a closed form.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from gpytorch.likelihoods import _OneDimensionalLikelihood
 from torch import Tensor
 
 
-class PoissonLikelihood(_OneDimensionalLikelihood):
+class ExpLinkPoissonLikelihood(_OneDimensionalLikelihood):
     r""":math:`y \mid f \sim \mathrm{Poisson}(e^{f})` for counts :math:`y \in \{0, 1, 2, \dots\}`.
+
+    The log link (rate :math:`e^f`); GPyTorch's ``gpytorch.likelihoods.PoissonLikelihood`` uses the softplus
+    link instead.
 
     The expected log likelihood under :math:`f \sim \mathcal N(m, s^2)` is exact:
     :math:`y m - e^{m + s^2/2} - \log y!`.

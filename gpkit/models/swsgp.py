@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import gpytorch
 import torch
-from botorch.models.gpytorch import GPyTorchModel
-from botorch.posteriors.gpytorch import GPyTorchPosterior
-from gpytorch.likelihoods import GaussianLikelihood, Likelihood
+from botorch.models.transforms.input import InputTransform
+from botorch.models.transforms.outcome import OutcomeTransform
+from botorch.utils.types import DEFAULT
+from gpytorch.likelihoods import Likelihood
 from gpytorch.likelihoods.gaussian_likelihood import _GaussianLikelihoodBase
 from gpytorch.mlls import VariationalELBO
-from gpytorch.models import ApproximateGP
 from torch import Tensor
 
-from gpkit.models._checks import check_training_data
+from gpkit.models.base import VariationalGPModel
 from gpkit.neighbors import knn
 from gpkit.variational.inducing_points import init_inducing_points
 from gpkit.variational.local_cholesky_variational_distribution import LocalCholeskyVariationalDistribution
@@ -21,7 +21,7 @@ from gpkit.variational.nearest_inducing_variational_strategy import NearestInduc
 __all__ = ["SWSGP", "init_inducing_points"]
 
 
-class SWSGP(ApproximateGP, GPyTorchModel):
+class SWSGP(VariationalGPModel):
     r"""Sparse-within-sparse variational GP: :math:`M` inducing points, each input conditioned on its
     :math:`H` nearest (:class:`~gpkit.variational.NearestInducingVariationalStrategy`).
 
@@ -53,8 +53,9 @@ class SWSGP(ApproximateGP, GPyTorchModel):
     :param likelihood: any one-dimensional GPyTorch likelihood; default ``GaussianLikelihood``.
     :param covar_module: kernel; default ``ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=d))``.
     :param mean_module: prior mean; default ``ConstantMean``.
-    :param num_inducing: :math:`M \le n`.
-    :param num_neighbors: :math:`H \le M`.
+    :param num_inducing: :math:`M`; capped at the number of distinct training inputs (BO loops repeat
+        inputs), so the default 1024 suits any n.
+    :param num_neighbors: :math:`H \le M`; capped with :math:`M`.
     :param num_factor_neighbors: off-diagonal entries per row of the local Cholesky factor
         (default ``num_neighbors - 1``); see :class:`~gpkit.variational.LocalCholeskyVariationalDistribution`.
     :param inducing_points: initial locations ``M x d``, or ``"random"`` / ``"kmeans"``.
@@ -66,9 +67,10 @@ class SWSGP(ApproximateGP, GPyTorchModel):
         ``torch.optim.SparseAdam`` (a lazy Adam: rows not in the batch keep their moments). A step then costs
         :math:`O(B H (H^2 + K + d))` whatever :math:`M`, instead of an :math:`O(M (K + d))` dense update.
         Forward values are the same either way.
+    :param input_transform: a BoTorch input transform (e.g. ``Normalize(d)``), applied as BoTorch does.
+    :param outcome_transform: a BoTorch outcome transform; default ``Standardize(m=1)`` for a Gaussian
+        likelihood (see :class:`~gpkit.models.base.VariationalGPModel`), ``None`` for none.
     """
-
-    _num_outputs = 1
 
     def __init__(
         self,
@@ -84,20 +86,33 @@ class SWSGP(ApproximateGP, GPyTorchModel):
         learn_inducing_locations: bool = True,
         seed: int = 0,
         sparse_grad: bool = False,
+        input_transform: InputTransform | None = None,
+        outcome_transform: OutcomeTransform | None = DEFAULT,
     ) -> None:
-        train_X, train_Y = check_training_data(train_X, train_Y)
+        data = self.prepare_training_data(
+            train_X, train_Y, likelihood=likelihood, covar_module=covar_module,
+            input_transform=input_transform, outcome_transform=outcome_transform,
+        )
+        train_X, train_Y = data.X, data.Y
         n, d = train_X.shape
         if isinstance(inducing_points, Tensor):
+            inducing_points = inducing_points.detach()
             if inducing_points.dim() != 2 or inducing_points.size(-1) != d:
                 raise ValueError(f"inducing_points must have shape (M, {d}), got {tuple(inducing_points.shape)}")
             if not torch.isfinite(inducing_points).all():
                 raise ValueError("inducing_points contains NaN or inf")
+            repeats = inducing_points.size(0) - torch.unique(inducing_points, dim=0).size(0)
+            if repeats:
+                raise ValueError(f"inducing_points has {repeats} repeated row(s); K_ZZ would be singular")
             num_inducing = inducing_points.size(0)
-        if not isinstance(num_inducing, int) or not 1 <= num_inducing <= n:
-            raise ValueError(f"num_inducing must be an int in [1, n={n}], got {num_inducing!r}")
+        elif not isinstance(num_inducing, int) or num_inducing < 1:
+            raise ValueError(f"num_inducing must be a positive int, got {num_inducing!r}")
         if not isinstance(num_neighbors, int) or not 1 <= num_neighbors <= num_inducing:
             raise ValueError(f"num_neighbors must be an int in [1, num_inducing={num_inducing}], got {num_neighbors!r}")
         if not isinstance(inducing_points, Tensor):
+            distinct = torch.unique(train_X, dim=0).size(0)
+            num_inducing = min(num_inducing, distinct)
+            num_neighbors = min(num_neighbors, num_inducing)
             inducing_points = init_inducing_points(train_X, num_inducing, inducing_points, seed)
         inducing_points = inducing_points.to(train_X)
         k = num_neighbors - 1 if num_factor_neighbors is None else num_factor_neighbors
@@ -108,18 +123,17 @@ class SWSGP(ApproximateGP, GPyTorchModel):
             self, inducing_points, q_u, num_neighbors, learn_inducing_locations=learn_inducing_locations,
             sparse_grad=sparse_grad,
         )
-        super().__init__(strategy)
-        self.likelihood = GaussianLikelihood() if likelihood is None else likelihood
+        super().__init__(strategy, data)
         self.mean_module = gpytorch.means.ConstantMean() if mean_module is None else mean_module
         if covar_module is None:
             covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=d))
         self.covar_module = covar_module
         self.to(train_X)
-        self.register_buffer("_train_X", train_X)
-        self.register_buffer("_train_Y", train_Y)
-        self.register_buffer("_train_neighbors", torch.zeros(0, num_neighbors, dtype=torch.long))
+        # a cache (rebuilt on demand), so not in the state_dict
+        self.register_buffer("_train_neighbors", torch.zeros(0, num_neighbors, dtype=torch.long), persistent=False)
         # inducing locations at the last refresh of _train_neighbors
         self.register_buffer("_neighbors_Z", torch.zeros(0, d).to(train_X), persistent=False)
+        self.register_load_state_dict_post_hook(_clear_neighbor_cache)
         q_u.set_pattern(strategy.inducing_points)
         strategy.initialize()
         if isinstance(self.likelihood, _GaussianLikelihoodBase):
@@ -127,18 +141,6 @@ class SWSGP(ApproximateGP, GPyTorchModel):
             _, nearest = knn(strategy.inducing_points.detach(), train_X, 1)
             with torch.no_grad():
                 q_u.variational_mean.copy_(train_Y[nearest[:, 0].to(train_Y.device), 0])
-
-    @property
-    def train_inputs(self) -> tuple[Tensor]:
-        return (self._train_X,)
-
-    @property
-    def train_targets(self) -> Tensor:
-        return self._train_Y.squeeze(-1)
-
-    @property
-    def num_data(self) -> int:
-        return self._train_X.size(0)
 
     @property
     def fit_defaults(self) -> dict:
@@ -177,15 +179,8 @@ class SWSGP(ApproximateGP, GPyTorchModel):
         output = self(self._train_X[index], neighbor_index=self._train_neighbors[index])
         return -VariationalELBO(self.likelihood, self, num_data=self.num_data)(output, self.train_targets[index])
 
-    def posterior(
-        self, X: Tensor, observation_noise: bool | Tensor = False, posterior_transform=None, **kwargs
-    ) -> GPyTorchPosterior:
-        """Posterior of the latent f at ``X`` (``batch x q x d``); ``observation_noise=True`` adds the
-        Gaussian noise (Gaussian likelihoods only)."""
-        if not torch.is_tensor(X) or X.dim() < 2 or X.size(-1) != self._train_X.size(-1):
-            raise ValueError(f"X must be a tensor of shape (..., q, {self._train_X.size(-1)})")
-        if not torch.isfinite(X).all():
-            raise ValueError("X contains NaN or inf")
-        if observation_noise is not False and not isinstance(self.likelihood, _GaussianLikelihoodBase):
-            raise ValueError("observation_noise needs a Gaussian likelihood; use the likelihood on the latent posterior")
-        return super().posterior(X, observation_noise=observation_noise, posterior_transform=posterior_transform)
+
+def _clear_neighbor_cache(model: SWSGP, incompatible_keys) -> None:
+    """After ``load_state_dict`` the inducing locations may have changed: rebuild the neighbour cache lazily."""
+    model._train_neighbors = model._train_neighbors[:0]
+    model._neighbors_Z = model._neighbors_Z[:0]

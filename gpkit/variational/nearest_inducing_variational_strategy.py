@@ -115,6 +115,10 @@ class NearestInducingVariationalStrategy(Module):
         prior = self.model.forward(z)
         self._variational_distribution.initialize(prior.mean.squeeze(-1), prior.variance.squeeze(-1), scale)
 
+    def train(self, mode: bool = True):
+        self._kl = None  # drop the last training call's graph (also lets a fitted model be deep-copied)
+        return super().train(mode)
+
     def kl_divergence(self) -> Tensor:
         """Mean per-input KL over the inputs of the latest training-mode call."""
         if self._kl is None:

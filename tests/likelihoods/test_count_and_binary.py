@@ -5,14 +5,14 @@ import torch
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.test.base_likelihood_test_case import BaseLikelihoodTestCase
 
-from gpkit.likelihoods import BernoulliLogitLikelihood, PoissonLikelihood
+from gpkit.likelihoods import BernoulliLogitLikelihood, ExpLinkPoissonLikelihood
 
 
 class TestPoissonLikelihood(BaseLikelihoodTestCase, unittest.TestCase):
     seed = 0
 
     def create_likelihood(self):
-        return PoissonLikelihood()
+        return ExpLinkPoissonLikelihood()
 
     def _create_marginal_input(self, batch_shape=torch.Size([])):
         # log-rates with moderate variance: Monte Carlo references of E[exp(f)] are too noisy otherwise

@@ -10,7 +10,7 @@ from gpytorch.distributions import MultivariateNormal
 
 import gpkit
 from gpkit.datasets import synthetic_gp
-from gpkit.likelihoods import BernoulliLogitLikelihood, PoissonLikelihood
+from gpkit.likelihoods import BernoulliLogitLikelihood, ExpLinkPoissonLikelihood as PoissonLikelihood
 from gpkit.models import DKLGP
 
 

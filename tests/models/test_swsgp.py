@@ -52,7 +52,9 @@ def test_posterior_shapes_and_noise(fitted):
         assert post.mean.shape == (*shape[:-1], 1) and post.variance.shape == (*shape[:-1], 1)
     X = torch.rand(3, 5, 2)
     latent, noisy = model.posterior(X), model.posterior(X, observation_noise=True)
-    assert torch.allclose(noisy.variance - latent.variance, model.likelihood.noise.expand(3, 5, 1))
+    # the noise is learned on standardised targets (the default Standardize outcome transform)
+    noise = model.likelihood.noise * model.outcome_transform.stdvs.squeeze() ** 2
+    assert torch.allclose(noisy.variance - latent.variance, noise.expand(3, 5, 1))
     assert model.num_outputs == 1 and model.batch_shape == torch.Size([])
     samples = latent.rsample(torch.Size([7]))
     assert samples.shape == (7, 3, 5, 1)
@@ -62,7 +64,7 @@ def test_posterior_shapes_and_noise(fitted):
 @pytest.mark.filterwarnings("ignore:Optimization failed")
 def test_qlogei_with_optimize_acqf(fitted):
     model = fitted[0]
-    acqf = qLogExpectedImprovement(model, best_f=model.train_targets.max())
+    acqf = qLogExpectedImprovement(model, best_f=fitted[2].max())
     bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     cand, value = optimize_acqf(acqf, bounds=bounds, q=2, num_restarts=2, raw_samples=32, options={"maxiter": 20})
     assert cand.shape == (2, 2) and ((cand >= 0) & (cand <= 1)).all()
@@ -122,7 +124,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="num_neighbors"):
         SWSGP(X, Y, num_inducing=10, num_neighbors=11)
     with pytest.raises(ValueError, match="num_inducing"):
-        SWSGP(X, Y, num_inducing=51, num_neighbors=5)
+        SWSGP(X, Y, num_inducing=0, num_neighbors=5)
     bad = X.clone()
     bad[3, 1] = float("nan")
     with pytest.raises(ValueError, match="train_X"):
@@ -149,7 +151,9 @@ def test_variational_mean_starts_at_nearest_targets():
     model = SWSGP(X, Y, num_inducing=20, num_neighbors=4, inducing_points="kmeans")
     Z = model.variational_strategy.inducing_points.detach()
     nearest = torch.cdist(Z, X).argmin(-1)
-    assert torch.equal(model.variational_strategy.variational_distribution.variational_mean, Y[nearest, 0])
+    assert torch.equal(model.variational_strategy.variational_distribution.variational_mean,
+                       model.train_targets[nearest])
+    assert torch.allclose(model.train_targets, (Y[:, 0] - Y.mean()) / Y.std())  # standardised by default
     # a non-Gaussian likelihood starts from the prior mean
     model = SWSGP(X, (Y > 0).double(), likelihood=gpytorch.likelihoods.BernoulliLikelihood(), num_inducing=20,
                   num_neighbors=4)

@@ -79,7 +79,7 @@ def test_h_equals_m_matches_unwhitened_svgp(likelihood):
         Y, lik = (Y > 0).to(Y), gpytorch.likelihoods.BernoulliLikelihood()
     else:
         lik = gpytorch.likelihoods.GaussianLikelihood()
-    model = SWSGP(X, Y, likelihood=lik, num_inducing=M, num_neighbors=M, num_factor_neighbors=M - 1)
+    model = SWSGP(X, Y, outcome_transform=None, likelihood=lik, num_inducing=M, num_neighbors=M, num_factor_neighbors=M - 1)
     with torch.no_grad():
         model.covar_module.base_kernel.lengthscale = torch.tensor([[0.3, 0.5]])
         model.mean_module.constant.fill_(0.2)
@@ -107,7 +107,7 @@ def test_exact_gp_limit_with_optimal_q():
     X, Y = _data(n=25)
     y = Y.squeeze(-1)
     n = X.size(0)
-    model = SWSGP(X, Y, num_inducing=n, num_neighbors=n, num_factor_neighbors=n - 1, inducing_points=X)
+    model = SWSGP(X, Y, outcome_transform=None, num_inducing=n, num_neighbors=n, num_factor_neighbors=n - 1, inducing_points=X)
     model.variational_strategy.jitter_val = 1e-12
     noise = 0.05
     with torch.no_grad():
@@ -140,7 +140,7 @@ def test_exact_gp_limit_with_optimal_q():
 
 def test_per_point_marginals_and_kl_with_h_less_than_m():
     X, Y = _data()
-    model = SWSGP(X, Y, num_inducing=20, num_neighbors=5)
+    model = SWSGP(X, Y, outcome_transform=None, num_inducing=20, num_neighbors=5)
     q = _random_q(model)
     vs = model.variational_strategy
     vs.jitter_val = 1e-8
@@ -172,7 +172,7 @@ def test_per_point_marginals_and_kl_with_h_less_than_m():
 
 def test_joint_prediction_uses_union_of_neighbour_sets():
     X, Y = _data()
-    model = SWSGP(X, Y, num_inducing=20, num_neighbors=4)
+    model = SWSGP(X, Y, outcome_transform=None, num_inducing=20, num_neighbors=4)
     q = _random_q(model)
     vs = model.variational_strategy
     vs.jitter_val = 1e-8
@@ -198,7 +198,7 @@ def test_joint_prediction_uses_union_of_neighbour_sets():
 
 def test_gradients_match_finite_differences():
     X, Y = _data(n=30)
-    model = SWSGP(X, Y, num_inducing=15, num_neighbors=4)
+    model = SWSGP(X, Y, outcome_transform=None, num_inducing=15, num_neighbors=4)
     _random_q(model)
     model.refresh_neighbors()  # fixed neighbour sets: the loss is smooth in every parameter
     batch = torch.arange(0, 30, 2)
@@ -228,7 +228,7 @@ def test_gradients_match_finite_differences():
 
 def test_batch_shapes():
     X, Y = _data()
-    model = SWSGP(X, Y, num_inducing=20, num_neighbors=4)
+    model = SWSGP(X, Y, outcome_transform=None, num_inducing=20, num_neighbors=4)
     model.train()
     out = model(torch.rand(2, 3, 6, 2))
     assert out.mean.shape == (2, 3, 6) and out.variance.shape == (2, 3, 6)
