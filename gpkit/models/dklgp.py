@@ -8,16 +8,16 @@ import warnings
 import gpytorch
 import torch
 from botorch.exceptions.warnings import InputDataWarning
-from botorch.models.gpytorch import GPyTorchModel
+from botorch.models.transforms.input import InputTransform
+from botorch.models.transforms.outcome import OutcomeTransform
+from botorch.utils.types import DEFAULT
 from gpytorch.distributions import MultivariateNormal
-from gpytorch.likelihoods import GaussianLikelihood, Likelihood
-from gpytorch.models import ApproximateGP
+from gpytorch.likelihoods import Likelihood
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
 from gpkit import neighbors
-from gpkit.models._checks import check_training_data
-from gpkit.models.dklgp_conditioned import DKLConditionedModel
+from gpkit.models.base import VariationalGPModel
 from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator
 from gpkit.variational.dkl_variational_strategy import DKLVariationalStrategy
 from gpkit.variational.sparse_cholesky_variational_distribution import SparseCholeskyVariationalDistribution
@@ -77,7 +77,7 @@ def _check_option(value, name: str, kind, low=None, allow_none: bool = False):
     return value
 
 
-class DKLGP(ApproximateGP, GPyTorchModel):
+class DKLGP(VariationalGPModel):
     r"""Latent GP with the double-KL variational sparse inverse Cholesky approximation.
 
     The prior :math:`\mathcal N(\mu, K)` is replaced by :math:`\mathcal N(\mu, (UU^\top)^{-1})` with ``U`` the
@@ -110,9 +110,10 @@ class DKLGP(ApproximateGP, GPyTorchModel):
         lengthscales and ``q`` re-initialised (``None``: never).
     :param sparse_grad: give the variational parameters sparse gradients, so that :func:`gpkit.fit` updates
         them with ``torch.optim.SparseAdam`` and a step costs O(batch) instead of O(n m).
+    :param input_transform: a BoTorch input transform (e.g. ``Normalize(d)``).
+    :param outcome_transform: a BoTorch outcome transform; default ``Standardize(m=1)`` for a Gaussian
+        likelihood (see :class:`~gpkit.models.base.VariationalGPModel`), ``None`` for none.
     """
-
-    _num_outputs = 1
 
     def __init__(
         self,
@@ -129,18 +130,18 @@ class DKLGP(ApproximateGP, GPyTorchModel):
         init: str = "newton",
         reorder_epoch: int | None = 5,
         sparse_grad: bool = False,
+        input_transform: InputTransform | None = None,
+        outcome_transform: OutcomeTransform | None = DEFAULT,
     ):
-        train_X, train_Y = check_training_data(train_X, train_Y)
-        train_X = train_X.detach()
-        train_Y = train_Y.detach().squeeze(-1)
+        data = self.prepare_training_data(
+            train_X, train_Y, likelihood=likelihood, covar_module=covar_module,
+            input_transform=input_transform, outcome_transform=outcome_transform,
+        )
+        train_X, train_Y = data.X, data.Y.squeeze(-1)
         if init not in ("newton", "prior"):
             raise ValueError(f"init must be 'newton' or 'prior', got {init!r}")
         _check_option(reorder_epoch, "reorder_epoch", int, low=1, allow_none=True)
         _check_option(nugget, "nugget", int | float, low=0)
-        if likelihood is not None and not isinstance(likelihood, Likelihood):
-            raise TypeError(f"likelihood must be a gpytorch Likelihood, got {type(likelihood).__name__}")
-        if covar_module is not None and not isinstance(covar_module, gpytorch.kernels.Kernel):
-            raise TypeError(f"covar_module must be a gpytorch Kernel, got {type(covar_module).__name__}")
         if mean_module is not None and not isinstance(mean_module, gpytorch.means.Mean):
             raise TypeError(f"mean_module must be a gpytorch Mean, got {type(mean_module).__name__}")
         latent_X, obs_Y, obs_mask = _merge_repeats(train_X, train_Y)
@@ -160,14 +161,13 @@ class DKLGP(ApproximateGP, GPyTorchModel):
             max_size=max_size,
             ancestor_size=ancestor_size,
         )
-        super().__init__(strategy)
+        data.likelihood.to(train_X)
+        super().__init__(strategy, data)
         self.mean_module = (mean_module or gpytorch.means.ConstantMean()).to(train_X)
         self.covar_module = covar_module
-        self.likelihood = (likelihood or GaussianLikelihood()).to(train_X)
-        self.register_buffer("train_X", train_X)
-        self.register_buffer("train_Y", train_Y)
-        self.register_buffer("obs_Y", obs_Y)
-        self.register_buffer("obs_mask", obs_mask)
+        # observations per distinct input (model space); rebuilt from the data, so not in the state_dict
+        self.register_buffer("obs_Y", obs_Y, persistent=False)
+        self.register_buffer("obs_mask", obs_mask, persistent=False)
         self.initialize_variational()
 
     # ------------------------------------------------------------------------------------ the data
@@ -180,14 +180,6 @@ class DKLGP(ApproximateGP, GPyTorchModel):
     def train_Y_ordered(self) -> Tensor:
         """Targets per column of the strategy's ordering (the first observation of repeated inputs)."""
         return self.obs_Y[self.order, 0]
-
-    @property
-    def train_inputs(self) -> tuple[Tensor]:
-        return (self.train_X,)
-
-    @property
-    def train_targets(self) -> Tensor:
-        return self.train_Y
 
     def _observations(self, columns: Tensor) -> tuple[Tensor, Tensor]:
         """Targets and their mask (``b x r``) of the strategy's ``columns``."""
@@ -275,7 +267,7 @@ class DKLGP(ApproximateGP, GPyTorchModel):
 
     @property
     def num_observations(self) -> int:
-        return self.train_Y.shape[0]
+        return self._train_Y.shape[0]
 
     @property
     def fit_defaults(self) -> dict:
@@ -306,7 +298,7 @@ class DKLGP(ApproximateGP, GPyTorchModel):
         """The full-batch ELBO (sum over all columns and observations; O(n) work)."""
         strategy = self.variational_strategy
         total = 0.0
-        for c in torch.arange(self.num_data, device=self.train_X.device).split(strategy.chunk_size):
+        for c in torch.arange(self.num_data, device=self._train_X.device).split(strategy.chunk_size):
             mean, var, kl = strategy.column_terms(c)
             total = total + self._expected_log_lik(c, mean, var).sum() - kl.sum()
         return total
@@ -317,21 +309,6 @@ class DKLGP(ApproximateGP, GPyTorchModel):
             self.reorder()
             return True
         return False
-
-    # ---------------------------------------------------------------------------------- botorch
-    def condition_on_observations(self, X: Tensor, Y: Tensor, noise: Tensor | None = None, **kwargs):
-        """A model conditioned on new observations ``(X, Y)``, ordered after all training points.
-
-        The new points join the q-batch of every later query and are conditioned on exactly (Gaussian
-        likelihood), so the result is what :meth:`posterior` would give with them ordered last.
-
-        :param X: ``batch x k x d`` new inputs.
-        :param Y: ``batch' x k x 1`` new targets (``batch'`` may prepend fantasy dimensions).
-        :param noise: ``batch' x k x 1`` observation noise variances (default: the likelihood's noise).
-        """
-        if kwargs:
-            raise ValueError(f"condition_on_observations: unsupported arguments {sorted(kwargs)}")
-        return DKLConditionedModel(self, X, Y, noise)
 
 
 def _newton_solver(index: Tensor, u: Tensor):

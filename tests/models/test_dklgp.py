@@ -30,7 +30,8 @@ def fixed_kernel(d=2):
 def test_full_pattern_matches_exact_gp():
     X, Y = toy(40)
     model = DKLGP(
-        X, Y, covar_module=fixed_kernel(), rho=1e6, max_size=None, ancestor_size=None, reorder_epoch=None
+        X, Y, covar_module=fixed_kernel(), rho=1e6, max_size=None, ancestor_size=None, reorder_epoch=None,
+        outcome_transform=None,
     )
     model.likelihood.noise = 0.02
     model.initialize_variational()
@@ -92,6 +93,7 @@ def test_each_likelihood_fits(name):
         likelihood=likelihood,
         covar_module=ds.extras["covar_module"],
         rho=2.0,
+        outcome_transform=None,  # hyperparameters fixed at the truth, in the data's units
     )
     for p in [*model.covar_module.parameters(), *likelihood.parameters()]:
         p.requires_grad_(False)
@@ -147,7 +149,7 @@ def test_reorder_uses_learned_lengthscales_and_keeps_the_mean():
     assert not torch.equal(model.order, old_order)
     # the lengthscale in x2 is huge: x1 dominates the ordering distances
     assert torch.equal(model.variational_strategy.inputs, X[model.order])
-    assert torch.equal(model.train_Y_ordered, Y.squeeze(-1)[model.order])
+    assert torch.equal(model.train_Y_ordered, model.train_targets[model.order])
 
 
 def test_sparse_gradients_train_with_sparse_adam():
