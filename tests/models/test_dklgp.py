@@ -198,7 +198,7 @@ def test_plain_gpytorch_training_loop_matches_batch_loss():
     model.train()
     mll = gpytorch.mlls.VariationalELBO(model.likelihood, model, num_data=40)
     batch = torch.tensor([3, 17, 29, 5])
-    plain = -mll(model(X[batch]), Y.squeeze(-1)[batch])  # x given: mapped to the training columns
+    plain = -mll(model(X[batch]), model.train_targets[batch])  # x given: mapped to the training columns
     pos = model.variational_strategy.training_positions(X[batch])
     torch.testing.assert_close(plain, model.batch_loss(pos))
     assert torch.equal(model.variational_strategy.inputs[pos], X[batch])
