@@ -8,6 +8,7 @@ import warnings
 import gpytorch
 import torch
 from botorch.exceptions.warnings import InputDataWarning
+from botorch.models.model import FantasizeMixin
 from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform
 from botorch.utils.types import DEFAULT
@@ -77,7 +78,7 @@ def _check_option(value, name: str, kind, low=None, allow_none: bool = False):
     return value
 
 
-class DKLGP(VariationalGPModel):
+class DKLGP(VariationalGPModel, FantasizeMixin):
     r"""Latent GP with the double-KL variational sparse inverse Cholesky approximation.
 
     The prior :math:`\mathcal N(\mu, K)` is replaced by :math:`\mathcal N(\mu, (UU^\top)^{-1})` with ``U`` the

@@ -45,8 +45,9 @@ class MaximinStructure:
     * ``ancestors`` (``n x a``): :math:`A_j = \{i \le j : \|x_i - x_j\| \le \rho \ell_i\} \cup S_j`, the
       ``ancestor_size`` nearest kept;
     * :meth:`test_sets`: for a test point, the training points within a radius ``R`` (``rho`` times its
-      distance to the training set, and no more than ``max_size - 1`` of them) with weights that fall
-      smoothly from 1 to 0 over the outer part of the ball, so predictions are continuous in the input.
+      distance to the training set, widened to hold at least ``min_size - 1`` and capped to hold at most
+      ``max_size - 1`` of them) with weights that fall smoothly from 1 to 0 over the outer part of the ball,
+      so predictions are continuous in the input. ``min_size = min(max_size // 2, 2 m)``.
 
     Distances are measured after dividing the inputs by ``lengthscale``.
 
@@ -78,6 +79,7 @@ class MaximinStructure:
         pat = sparsity_pattern(X_ord, dist, self.rho, lengthscale=self.lengthscale)
         mean_size = int(pat.mask.sum(-1).double().mean().ceil())
         self.max_size = max(32, 2 * mean_size) if max_size == "auto" else max_size
+        self.min_size = None if self.max_size is None else max(2, min(self.max_size // 2, 2 * mean_size))
         if self.max_size is not None and pat.index.shape[-1] > self.max_size:
             pat = sparsity_pattern(X_ord, dist, self.rho, max_size=self.max_size, lengthscale=self.lengthscale)
         self.ancestor_size = max(32, 4 * mean_size) if ancestor_size == "auto" else ancestor_size
@@ -97,6 +99,7 @@ class MaximinStructure:
             raise ValueError("index: expected a canonical pattern with n rows (row j ascending, j last)")
         self = cls.__new__(cls)
         self.rho, self.lengthscale, self.max_size, self.ancestor_size = float("inf"), None, None, None
+        self.min_size = None
         self.order = j
         self.dist = torch.full((n,), float("inf"), dtype=X_ordered.dtype, device=X_ordered.device)
         self.inputs, self.index = X_ordered, index
@@ -112,12 +115,12 @@ class MaximinStructure:
         arr, _, _ = as_points(x.detach(), "x")
         return scale_points(arr, self.lengthscale)
 
-    @torch.no_grad()
     def test_sets(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Conditioning sets, their weights and ancestor sets of test points ``x`` (``t x d``).
 
         :return: ``(sets t x k, weights t x k, ancestors t x a)``: canonical training sets (no test point
-            in them), weights in ``[0, 1]`` (0 at padding), and the training ancestors of each test point.
+            in them), weights in ``[0, 1]`` (0 at padding; differentiable in ``x``), and the training
+            ancestors of each test point.
         """
         n = self.num_points
         if self.rho == float("inf"):  # explicit sets: condition on everything
@@ -131,27 +134,45 @@ class MaximinStructure:
         r, idx = self._tree.query(q, k=k)
         r, idx = r.reshape(len(q), k), idx.reshape(len(q), k)
         radius = self.rho * r[:, :1]  # rho times the distance to the training set
-        if k == self.max_size:  # at most k - 1 points strictly inside: the k-th has weight 0
-            radius = np.minimum(radius, r[:, -1:])
-        u = r / np.maximum(radius, 1e-300)
-        s = np.clip((1.0 - u) / (1.0 - _FADE), 0.0, 1.0)
-        w = s * s * (3.0 - 2.0 * s)  # smoothstep: 1 inside, 0 at the radius, continuous in x
-        keep = w > 0
+        if self.max_size is not None:
+            # at least the min_size - 1 nearest points (near a training input rho * ell shrinks to 0: without
+            # this the set would collapse there) and at most max_size - 1 (the k-th has weight 0)
+            radius = np.maximum(radius, r[:, min(k, self.min_size) - 1 : min(k, self.min_size)])
+            if k == self.max_size:
+                radius = np.minimum(radius, r[:, -1:])
+        keep = r < radius
         sets = np.where(keep, idx, -1)
         order = np.argsort(sets, axis=1, kind="stable")
-        sets, w = np.take_along_axis(sets, order, 1), np.take_along_axis(np.where(keep, w, 0.0), order, 1)
         width = max(1, int(keep.sum(1).max()))
-        sets, w = sets[:, -width:], w[:, -width:]
+        sets = np.take_along_axis(sets, order, 1)[:, -width:]
+        # the radius again, now differentiable in x: through the training points that define it
+        device = x.device
+        at = lambda c: torch.from_numpy(idx[:, c]).to(device)
+        dist = lambda i: self._torch_dist(x, i)  # shape: (t,)
+        radius_t = self.rho * dist(at(0))
+        if self.max_size is not None:
+            radius_t = torch.maximum(radius_t, dist(at(min(k, self.min_size) - 1)))
+            if k == self.max_size:
+                radius_t = torch.minimum(radius_t, dist(at(k - 1)))
+        sets_t = torch.from_numpy(sets).to(device)
+        valid = sets_t >= 0
+        r_t = self._torch_dist(x.unsqueeze(-2), sets_t.clamp_min(0))  # shape: (t, width)
+        u = r_t / radius_t.clamp_min(torch.finfo(x.dtype).tiny).unsqueeze(-1)
+        s = ((1.0 - u) / (1.0 - _FADE)).clamp(0.0, 1.0)
+        w = torch.where(valid, s * s * (3.0 - 2.0 * s), torch.zeros_like(s))  # smoothstep: C^1 in x
         anc = test_ancestor_sets(
             self.inputs, self.dist, x.detach(), self.rho, max_size=self.ancestor_size, lengthscale=self.lengthscale
         )
         anc_idx = torch.where(anc.mask & (anc.index < n), anc.index, -1)
-        device = x.device
-        return (
-            torch.from_numpy(sets).to(device),
-            torch.from_numpy(w).to(device=device, dtype=x.dtype),
-            _union(anc_idx.to(device)),
-        )
+        return sets_t, w, _union(anc_idx.to(device))
+
+    def _torch_dist(self, x: Tensor, i: Tensor) -> Tensor:
+        """Scaled distances ``||(x - inputs[i]) / lengthscale||`` (differentiable in ``x``)."""
+        diff = x - self.inputs[i].to(x)
+        if self.lengthscale is not None:
+            diff = diff / self.lengthscale.to(x)
+        # shape: like i; a tiny floor keeps the gradient finite at a training input
+        return (diff.square().sum(-1) + torch.finfo(x.dtype).tiny).sqrt()
 
 
 def _union(sets: Tensor) -> Tensor:

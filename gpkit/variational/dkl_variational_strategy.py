@@ -369,7 +369,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
         """Joint predictive mean ``b x t`` and covariance ``b x t x t`` for test points ``x`` (``b x t x d``)."""
         q = self._variational_distribution
         b, t = x.shape[:2]
-        sets, w, anc = self.structure.test_sets(x.detach().reshape(b * t, -1))
+        sets, w, anc = self.structure.test_sets(x.reshape(b * t, -1))
         sets, w = sets.reshape(b, -1), w.reshape(b, -1)
         C = union_sets(sets)  # shape: (b, c)
         c = C.shape[-1]
