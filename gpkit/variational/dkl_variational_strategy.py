@@ -323,6 +323,12 @@ class DKLVariationalStrategy(_VariationalStrategy):
             raise ValueError("x: in training mode x must be rows of the training inputs (or pass index=...)")
         return torch.tensor(pos, device=self.inputs.device)
 
+    def get_fantasy_model(self, inputs: Tensor, targets: Tensor, **kwargs):
+        raise NotImplementedError(
+            "DKLVariationalStrategy has no GPyTorch fantasy model; use DKLGP.condition_on_observations / fantasize "
+            "(the new points are ordered after the training points)"
+        )
+
     # --------------------------------------------------------------------------------- initialisation
     @torch.no_grad()
     def initialize_from_prior(self, mean: Tensor | None = None) -> None:

@@ -1,12 +1,14 @@
 """DKL components against their exact limits: full pattern = exact GP, column-sum KL = dense KL, unbiased."""
 
 import math
+import unittest
 
 import gpytorch
 import pytest
 import torch
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.models import ApproximateGP
+from gpytorch.test.variational_test_case import VariationalTestCase
 
 from gpkit.neighbors import MaximinStructure
 from gpkit.operators import SparseTriangularLinearOperator, canonical_pattern
@@ -300,3 +302,67 @@ def test_inverse_cholesky_last_column_value_and_gradient():
     torch.testing.assert_close(u, (Kinv_e / Kinv_e[:, -1:].sqrt()).squeeze(-1))
     sym = lambda M: inverse_cholesky_last_column(0.5 * (M + M.mT))
     assert torch.autograd.gradcheck(sym, (K.clone().requires_grad_(True),))
+
+
+# ------------------------------------------------------------------------- GPyTorch's VariationalTestCase
+def _strategy(model, inducing_points, variational_distribution, learn_inducing_locations=True):
+    # the inducing points are the (fixed) training inputs
+    return DKLVariationalStrategy(model, inducing_points, variational_distribution, rho=2.0)
+
+
+class TestDKLVariationalStrategyContract(VariationalTestCase, unittest.TestCase):
+    """GPyTorch's strategy/distribution contract: lazy initialisation, training through
+    ``VariationalELBO`` (gradients reach every parameter), evaluation shapes. DKL has no batch shapes."""
+
+    batch_shape = torch.Size([])
+    distribution_cls = SparseCholeskyVariationalDistribution
+    mll_cls = gpytorch.mlls.VariationalELBO
+    strategy_cls = staticmethod(_strategy)
+
+    def _make_model_and_likelihood(self, num_inducing=32, **kwargs):
+        torch.manual_seed(0)
+        kwargs.setdefault("distribution_cls", self.distribution_cls)
+        kwargs.setdefault("strategy_cls", self.strategy_cls)
+        return super()._make_model_and_likelihood(num_inducing=32, **kwargs)
+
+    def _training_iter(self, model, likelihood, batch_shape=torch.Size([]), mll_cls=None, cuda=False):
+        n = model.variational_strategy.num_data
+        train_y = torch.linspace(-1, 1, n)
+        mll = (mll_cls or self.mll_cls)(likelihood, model, num_data=n)
+        model.train()
+        likelihood.train()
+        output = model(None, index=torch.arange(n))  # all columns, in the strategy's ordering
+        loss = -mll(output, train_y)
+        loss.sum().backward()
+        for _, param in [*model.named_parameters(), *likelihood.named_parameters()]:
+            self.assertTrue(param.grad is not None)
+            self.assertGreater(param.grad.norm().item(), 0)
+        return output, loss
+
+    def test_eval_mode_kl_is_the_full_sum(self):
+        model, likelihood = self._make_model_and_likelihood()
+        self._training_iter(model, likelihood)
+        randomize_q(model)  # away from q = p, where every KL term is 0
+        s = model.variational_strategy
+        model.train()
+        model(None, index=torch.tensor([0, 1]))
+        batch_kl = s.kl_divergence()
+        model.eval()
+        with torch.no_grad():
+            full = s.column_terms(torch.arange(s.num_data))[2].sum()
+            torch.testing.assert_close(s.kl_divergence(), full)
+        assert not torch.allclose(batch_kl.detach(), full)
+
+    def test_fantasy_call(self, *args, **kwargs):
+        model, _ = self._make_model_and_likelihood()
+        with self.assertRaisesRegex(NotImplementedError, "condition_on_observations"):
+            model.variational_strategy.get_fantasy_model(torch.randn(3, 2), torch.randn(3))
+
+    # DKL models have no batch shape
+    def _no_batch(self, *args, **kwargs):
+        self.skipTest("DKLVariationalStrategy has no batch shapes")
+
+    test_eval_smaller_pred_batch = test_eval_larger_pred_batch = _no_batch
+    test_training_iteration_batch_inducing = test_training_iteration_batch_data = _no_batch
+    test_training_iteration_batch_model = test_training_all_batch_zero_mean = _no_batch
+    test_fantasy_call_batch_inducing = test_fantasy_call_batch_data = test_fantasy_call_batch_model = _no_batch
