@@ -171,6 +171,12 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         self.register_buffer("obs_mask", obs_mask, persistent=False)
         self.initialize_variational()
 
+    def pointwise(self, observation_noise: bool = False) -> _Pointwise:
+        """A callable ``x (t x d) -> MultivariateNormal`` of each point's own marginal posterior (outcome
+        space, diagonal covariance), for evaluating many test points at once (``gpkit.metrics``): the same
+        as ``posterior(x.unsqueeze(-2))``, without forming a ``t x t`` joint."""
+        return _Pointwise(self, observation_noise)
+
     # ------------------------------------------------------------------------------------ the data
     @property
     def order(self) -> Tensor:
@@ -290,6 +296,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         return -(ell - kl + self._log_priors()) / self.num_observations
 
     def _log_priors(self) -> Tensor | float:
+        """Sum of the registered priors' log densities (as ``VariationalELBO`` adds them)."""
         total = 0.0
         for _, module, prior, closure, _ in self.named_priors():
             total = total + prior.log_prob(closure(module)).sum()
@@ -310,6 +317,20 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
             self.reorder()
             return True
         return False
+
+
+class _Pointwise:
+    def __init__(self, model: DKLGP, observation_noise: bool):
+        self.model, self.observation_noise = model, observation_noise
+
+    def eval(self) -> _Pointwise:
+        self.model.eval()
+        return self
+
+    def __call__(self, x: Tensor) -> MultivariateNormal:
+        post = self.model.posterior(x.unsqueeze(-2), observation_noise=self.observation_noise)
+        mean, var = post.mean.reshape(x.shape[:-1]), post.variance.reshape(x.shape[:-1])
+        return MultivariateNormal(mean, DiagLinearOperator(var))
 
 
 def _newton_solver(index: Tensor, u: Tensor):
