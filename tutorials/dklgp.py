@@ -74,7 +74,9 @@ print(f"n_train={X_train.shape[0]}, n_test={X_test.shape[0]}, d={X_train.shape[1
 # %%
 start = time.perf_counter()
 # y is standardised above already (as for the baselines): no outcome transform
-model = DKLGP(X_train, y_train.unsqueeze(-1), rho=1.25, reorder_epoch=min(5, epochs - 1), outcome_transform=None)
+model = DKLGP(
+    X_train, y_train.unsqueeze(-1), rho=1.25, reorder_epoch=min(5, epochs - 1), outcome_transform=None
+)
 gpkit.fit(model, epochs=epochs, progress=False, seed=0)
 dkl_time = time.perf_counter() - start
 m = round((model.variational_strategy.index >= 0).sum(-1).double().mean().item())

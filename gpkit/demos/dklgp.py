@@ -25,11 +25,11 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
     import matplotlib.pyplot as plt
 
     import gpkit
-    from gpkit.datasets import synthetic_gp
     from gpkit.baselines import SVGPBaseline, VNNGPBaseline
+    from gpkit.datasets import synthetic_gp
     from gpkit.metrics import latent_metrics, predict_latent
-    from gpkit.variational.inducing_points import init_inducing_points
     from gpkit.models import DKLGP
+    from gpkit.variational.inducing_points import init_inducing_points
 
     n, epochs = (1000, 8) if quick else (2000, 25)
     opts = {
@@ -69,7 +69,10 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
         outcome_transform=None,  # the kernel is fixed at the truth, in the data's units
     )
     gpkit.fit(model, **opts)
-    rows["DKLGP"] = (latent_metrics(*predict_latent(model.pointwise(), Xte), f_test), time.perf_counter() - start)
+    rows["DKLGP"] = (
+        latent_metrics(*predict_latent(model.pointwise(), Xte), f_test),
+        time.perf_counter() - start,
+    )
     m = round((model.variational_strategy.index >= 0).sum(-1).double().mean().item())
 
     start = time.perf_counter()

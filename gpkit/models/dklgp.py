@@ -135,8 +135,12 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         outcome_transform: OutcomeTransform | None = DEFAULT,
     ):
         data = self.prepare_training_data(
-            train_X, train_Y, likelihood=likelihood, covar_module=covar_module,
-            input_transform=input_transform, outcome_transform=outcome_transform,
+            train_X,
+            train_Y,
+            likelihood=likelihood,
+            covar_module=covar_module,
+            input_transform=input_transform,
+            outcome_transform=outcome_transform,
         )
         train_X, train_Y = data.X, data.Y.squeeze(-1)
         if init not in ("newton", "prior"):
@@ -280,7 +284,12 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
     def fit_defaults(self) -> dict:
         # at least ~600 optimizer steps: small n (BO) gets more epochs
         batches = math.ceil(self.num_data / 128)
-        return {"epochs": max(40, math.ceil(600 / batches)), "lr": 0.01, "batch_size": 128, "schedule": "cosine"}
+        return {
+            "epochs": max(40, math.ceil(600 / batches)),
+            "lr": 0.01,
+            "batch_size": 128,
+            "schedule": "cosine",
+        }
 
     def sparse_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters with sparse gradients (for ``torch.optim.SparseAdam`` in :func:`gpkit.fit`)."""
@@ -291,7 +300,9 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         """``-ELBO_estimate / n_obs`` from the columns ``index`` (positions in the strategy's ordering)."""
         strategy = self.variational_strategy
         output = strategy(None, index=index)
-        ell = self._expected_log_lik(index, output.mean, output.variance).sum() * (self.num_data / index.numel())
+        ell = self._expected_log_lik(index, output.mean, output.variance).sum() * (
+            self.num_data / index.numel()
+        )
         kl = strategy.kl_divergence()
         return -(ell - kl + self._log_priors()) / self.num_observations
 

@@ -30,7 +30,11 @@ def _canonical(pattern) -> Tensor:
 
 
 def _check_size(value, name: str, low: int) -> None:
-    ok = value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= low)
+    ok = (
+        value is None
+        or value == "auto"
+        or (isinstance(value, int) and not isinstance(value, bool) and value >= low)
+    )
     if not ok:
         raise ValueError(f"{name} must be an int >= {low}, 'auto' or None, got {value!r}")
 
@@ -81,7 +85,9 @@ class MaximinStructure:
         self.max_size = max(32, 2 * mean_size) if max_size == "auto" else max_size
         self.min_size = None if self.max_size is None else max(2, min(self.max_size // 2, 2 * mean_size))
         if self.max_size is not None and pat.index.shape[-1] > self.max_size:
-            pat = sparsity_pattern(X_ord, dist, self.rho, max_size=self.max_size, lengthscale=self.lengthscale)
+            pat = sparsity_pattern(
+                X_ord, dist, self.rho, max_size=self.max_size, lengthscale=self.lengthscale
+            )
         self.ancestor_size = max(32, 4 * mean_size) if ancestor_size == "auto" else ancestor_size
         anc = ancestor_sets(X_ord, dist, self.rho, max_size=self.ancestor_size, lengthscale=self.lengthscale)
         self.inputs = X_ord  # shape: (n, d), the points in the ordering
@@ -161,7 +167,12 @@ class MaximinStructure:
         s = ((1.0 - u) / (1.0 - _FADE)).clamp(0.0, 1.0)
         w = torch.where(valid, s * s * (3.0 - 2.0 * s), torch.zeros_like(s))  # smoothstep: C^1 in x
         anc = test_ancestor_sets(
-            self.inputs, self.dist, x.detach(), self.rho, max_size=self.ancestor_size, lengthscale=self.lengthscale
+            self.inputs,
+            self.dist,
+            x.detach(),
+            self.rho,
+            max_size=self.ancestor_size,
+            lengthscale=self.lengthscale,
         )
         anc_idx = torch.where(anc.mask & (anc.index < n), anc.index, -1)
         return sets_t, w, _union(anc_idx.to(device))

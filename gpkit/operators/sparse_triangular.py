@@ -279,7 +279,9 @@ class SparseTriangularLinearOperator(LinearOperator):
         :param upper: must match the operator (``not transposed``) if given.
         """
         if upper is not None and upper != (not self.transposed):
-            raise ValueError(f"upper={upper}: this operator is {'lower' if self.transposed else 'upper'} triangular")
+            raise ValueError(
+                f"upper={upper}: this operator is {'lower' if self.transposed else 'upper'} triangular"
+            )
         return torch.linalg.solve_triangular(
             self.to_dense(), rhs, upper=not self.transposed, left=left, unitriangular=unitriangular
         )
@@ -321,7 +323,9 @@ class SparseTriangularLinearOperator(LinearOperator):
     def to(self, *args, **kwargs) -> SparseTriangularLinearOperator:
         """Move/cast the values (the index stays an integer tensor)."""
         values = self.values.to(*args, **kwargs)
-        return SparseTriangularLinearOperator(self.index.to(values.device), values, transposed=self.transposed)
+        return SparseTriangularLinearOperator(
+            self.index.to(values.device), values, transposed=self.transposed
+        )
 
     def type(self, dtype: torch.dtype) -> SparseTriangularLinearOperator:
         return self.to(dtype)

@@ -84,7 +84,9 @@ class DKLVariationalStrategy(_VariationalStrategy):
         structure: MaximinStructure | None = None,
     ):
         if learn_inducing_locations:
-            raise ValueError("learn_inducing_locations: DKLVariationalStrategy's inducing points are the data")
+            raise ValueError(
+                "learn_inducing_locations: DKLVariationalStrategy's inducing points are the data"
+            )
         if not isinstance(variational_distribution, SparseCholeskyVariationalDistribution):
             raise TypeError(
                 "variational_distribution must be a SparseCholeskyVariationalDistribution, "
@@ -103,7 +105,11 @@ class DKLVariationalStrategy(_VariationalStrategy):
         if structure is None:
             structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size)
         super().__init__(
-            model, structure.inputs, variational_distribution, learn_inducing_locations=False, jitter_val=jitter_val
+            model,
+            structure.inputs,
+            variational_distribution,
+            learn_inducing_locations=False,
+            jitter_val=jitter_val,
         )
         self.max_joint = max_joint
         self.chunk_size = chunk_size
@@ -186,7 +192,9 @@ class DKLVariationalStrategy(_VariationalStrategy):
         valid = sets >= 0
         if extra is not None:
             Xs = torch.cat([Xs.to(extra), extra], dim=-2)
-            valid = torch.cat([valid, torch.ones(extra.shape[:-1], dtype=torch.bool, device=valid.device)], -1)
+            valid = torch.cat(
+                [valid, torch.ones(extra.shape[:-1], dtype=torch.bool, device=valid.device)], -1
+            )
         mean, K = self._prior_mean_covar(Xs)
         return mean.expand(valid.shape), masked_blocks(K, valid, self.jitter_val)
 
@@ -351,7 +359,9 @@ class DKLVariationalStrategy(_VariationalStrategy):
         q = self._variational_distribution
         u = self.prior_factor() if u is None else u
         if q.diagonal:
-            diag_uut = torch.zeros_like(mode).index_add(0, self.index.clamp_min(0).reshape(-1), u.square().reshape(-1))
+            diag_uut = torch.zeros_like(mode).index_add(
+                0, self.index.clamp_min(0).reshape(-1), u.square().reshape(-1)
+            )
             q.initialize_from_factor((diag_uut + curvature).sqrt().unsqueeze(-1), mode)
         else:
             P = gram_on_pattern(self.index, u, curvature)
@@ -400,7 +410,9 @@ class DKLVariationalStrategy(_VariationalStrategy):
         L = torch.linalg.cholesky(Kcc)
         W = torch.linalg.solve_triangular(L, K[..., :c, c:], upper=False)  # shape: (b, c, t)
         B = torch.linalg.solve_triangular(L.mT, W, upper=True)  # (K_CC + T)^{-1} K_Cx
-        pred_mean = mean[..., c:] + (B * ((q.mean_at(C.clamp_min(0)) - mean[..., :c]) * valid).unsqueeze(-1)).sum(-2)
+        pred_mean = mean[..., c:] + (
+            B * ((q.mean_at(C.clamp_min(0)) - mean[..., :c]) * valid).unsqueeze(-1)
+        ).sum(-2)
         cond_cov = K[..., c:, c:] - W.mT @ W
         anc = union_sets(torch.cat([anc.reshape(b, -1), C], dim=-1))
         pos, found = pattern_positions(anc, C)
@@ -430,7 +442,9 @@ class DKLVariationalStrategy(_VariationalStrategy):
         if x is None:
             raise ValueError("x: test inputs are required (or pass index=... in training mode)")
         if x.shape[-1] != self.inputs.shape[-1]:
-            raise ValueError(f"x: expected {self.inputs.shape[-1]} input dimensions, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x: expected {self.inputs.shape[-1]} input dimensions, got shape {tuple(x.shape)}"
+            )
         batch, (t, d) = x.shape[:-2], x.shape[-2:]
         xf = x.reshape(-1, t, d)
         outs = [self._predict(xc) for xc in xf.split(max(1, self.chunk_size // t))]

@@ -35,13 +35,15 @@ class SparseCholeskyVariationalDistribution(_VariationalDistribution):
     def __init__(
         self,
         num_inducing_points: int,
-        batch_shape: torch.Size = torch.Size([]),
+        batch_shape: torch.Size = torch.Size([]),  # noqa: B008 (GPyTorch's signature)
         diagonal: bool = False,
         floor: float = 1e-4,
         sparse_grad: bool = False,
     ):
         if len(batch_shape) != 0:
-            raise ValueError(f"batch_shape: {type(self).__name__} supports no batch shape, got {tuple(batch_shape)}")
+            raise ValueError(
+                f"batch_shape: {type(self).__name__} supports no batch shape, got {tuple(batch_shape)}"
+            )
         if not (isinstance(num_inducing_points, int) and num_inducing_points >= 1):
             raise ValueError(f"num_inducing_points must be a positive int, got {num_inducing_points!r}")
         super().__init__(num_inducing_points, batch_shape)

@@ -18,7 +18,8 @@ from gpytorch.distributions import MultivariateNormal
 
 import gpkit
 from gpkit.datasets import synthetic_gp
-from gpkit.likelihoods import BernoulliLogitLikelihood, ExpLinkPoissonLikelihood as PoissonLikelihood
+from gpkit.likelihoods import BernoulliLogitLikelihood
+from gpkit.likelihoods import ExpLinkPoissonLikelihood as PoissonLikelihood
 from gpkit.models import DKLGP
 
 
@@ -38,7 +39,13 @@ def fixed_kernel(d=2):
 def test_full_pattern_matches_exact_gp():
     X, Y = toy(40)
     model = DKLGP(
-        X, Y, covar_module=fixed_kernel(), rho=1e6, max_size=None, ancestor_size=None, reorder_epoch=None,
+        X,
+        Y,
+        covar_module=fixed_kernel(),
+        rho=1e6,
+        max_size=None,
+        ancestor_size=None,
+        reorder_epoch=None,
         outcome_transform=None,
     )
     model.likelihood.noise = 0.02
@@ -244,7 +251,13 @@ class TestDKLGPBoTorch(BotorchTestCase):
         # full pattern: the conditioned model is the exact GP posterior given old + new data
         X, Y = toy(25)
         model = DKLGP(
-            X, Y, covar_module=fixed_kernel(), rho=1e6, max_size=None, ancestor_size=None, reorder_epoch=None,
+            X,
+            Y,
+            covar_module=fixed_kernel(),
+            rho=1e6,
+            max_size=None,
+            ancestor_size=None,
+            reorder_epoch=None,
             outcome_transform=None,
         )
         model.likelihood.noise = 0.02
@@ -255,7 +268,9 @@ class TestDKLGPBoTorch(BotorchTestCase):
         Xt = torch.rand(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
         Xa, Ya = torch.cat([X, Xn]), torch.cat([Y, Yn]).squeeze(-1)
         with torch.no_grad():
-            K = model.covar_module(Xa).to_dense() + model.variational_strategy.jitter_val * torch.eye(28, dtype=X.dtype)
+            K = model.covar_module(Xa).to_dense() + model.variational_strategy.jitter_val * torch.eye(
+                28, dtype=X.dtype
+            )
             Ky = K + 0.02 * torch.eye(28, dtype=X.dtype)
             Kxt = model.covar_module(Xa, Xt).to_dense()
             mu = model.mean_module.constant
@@ -267,7 +282,7 @@ class TestDKLGPBoTorch(BotorchTestCase):
         self.assertEqual(fm.posterior(Xt.expand(5, 4, 2)).mean.shape, torch.Size([5, 4, 1]))
 
     def test_knowledge_gradient_and_max_value_entropy_q2(self):
-        X, Y, model = self._model(30)
+        _X, _Y, model = self._model(30)
         gpkit.fit(model, epochs=3, progress=False)
         bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
         kg = qKnowledgeGradient(model, num_fantasies=4)
@@ -280,18 +295,19 @@ class TestDKLGPBoTorch(BotorchTestCase):
         self.assertEqual(cand.shape, torch.Size([2, 2]))
 
     def test_log_ei_optimisation_without_warnings(self):
-        X, Y, model = self._model(60)
+        _X, Y, model = self._model(60)
         gpkit.fit(model, epochs=3, progress=False)
         bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cand, val = optimize_acqf(qLogExpectedImprovement(model, best_f=Y.max()), bounds, q=2,
-                                      num_restarts=3, raw_samples=32)
+            _cand, val = optimize_acqf(
+                qLogExpectedImprovement(model, best_f=Y.max()), bounds, q=2, num_restarts=3, raw_samples=32
+            )
         self.assertEqual([str(w.message) for w in caught if "ptimization" in str(w.message)], [])
         self.assertTrue(torch.isfinite(val))
 
     def test_posterior_mean_continuous_along_a_line(self):
-        X, Y, model = self._model(150)
+        _X, _Y, model = self._model(150)
         t = torch.linspace(0, 1, 2001, dtype=torch.float64)
         line = lambda t: torch.stack([t, 0.2 + 0.5 * t], -1).unsqueeze(-2)
         with torch.no_grad():
@@ -303,7 +319,7 @@ class TestDKLGPBoTorch(BotorchTestCase):
                 self.assertLess(fine.squeeze().diff().abs().max().item(), 0.05 * steps[i].item())
 
     def test_joint_posterior_at_large_q(self):
-        X, Y, model = self._model(80)
+        _X, _Y, model = self._model(80)
         Xt = torch.rand(100, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
             cov = model.posterior(Xt).distribution.covariance_matrix
@@ -311,7 +327,9 @@ class TestDKLGPBoTorch(BotorchTestCase):
         off = cov - torch.diag_embed(cov.diagonal())
         self.assertGreater(off.abs().max().item(), 0.1 * cov.diagonal().min().item())  # not independent
         self.assertTrue((torch.linalg.eigvalsh(cov) > -1e-8).all())
-        ratio = cov.diagonal() / marg  # the joint conditions on more points: close to, not equal to, the marginals
+        ratio = (
+            cov.diagonal() / marg
+        )  # the joint conditions on more points: close to, not equal to, the marginals
         self.assertTrue(((ratio > 1 / 3) & (ratio < 3)).all())
         model.variational_strategy.max_joint = 5
         with self.assertRaisesRegex(ValueError, "max_joint"):

@@ -3,7 +3,10 @@
 import unittest
 
 import torch
-from linear_operator.test.linear_operator_test_case import LinearOperatorTestCase, RectangularLinearOperatorTestCase
+from linear_operator.test.linear_operator_test_case import (
+    LinearOperatorTestCase,
+    RectangularLinearOperatorTestCase,
+)
 from linear_operator.utils.errors import NotPSDError
 
 from gpkit.operators import SparseTriangularLinearOperator, canonical_pattern, dense_block, union_sets
@@ -94,7 +97,9 @@ class TestSparseTriangularSquare(LinearOperatorTestCase, unittest.TestCase):
     def test_solve_triangular(self):  # supported here (the suite's default expects NotImplementedError)
         op = self.create_linear_op()
         rhs = torch.randn(op.shape[-1], 2, dtype=torch.float64)
-        torch.testing.assert_close(op.solve_triangular(rhs, upper=True), torch.linalg.solve(op.to_dense(), rhs))
+        torch.testing.assert_close(
+            op.solve_triangular(rhs, upper=True), torch.linalg.solve(op.to_dense(), rhs)
+        )
         with self.assertRaisesRegex(ValueError, "upper"):
             op.solve_triangular(rhs, upper=False)
 

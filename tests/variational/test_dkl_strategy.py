@@ -188,7 +188,9 @@ def test_full_pattern_gaussian_elbo_and_prediction_are_exact():
         torch.testing.assert_close(pred.covariance_matrix, cov, rtol=1e-6, atol=1e-7)
         # pointwise marginals (a batch of single points) agree with the joint's diagonal
         pred_diag = model(Xt.unsqueeze(-2))
-        torch.testing.assert_close(pred_diag.variance.squeeze(-1), cov.diagonal(dim1=-2, dim2=-1), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            pred_diag.variance.squeeze(-1), cov.diagonal(dim1=-2, dim2=-1), rtol=1e-6, atol=1e-7
+        )
 
 
 def test_minibatch_elbo_is_unbiased():
@@ -325,7 +327,7 @@ class TestDKLVariationalStrategyContract(VariationalTestCase, unittest.TestCase)
         kwargs.setdefault("strategy_cls", self.strategy_cls)
         return super()._make_model_and_likelihood(num_inducing=32, **kwargs)
 
-    def _training_iter(self, model, likelihood, batch_shape=torch.Size([]), mll_cls=None, cuda=False):
+    def _training_iter(self, model, likelihood, batch_shape=None, mll_cls=None, cuda=False):
         n = model.variational_strategy.num_data
         train_y = torch.linspace(-1, 1, n)
         mll = (mll_cls or self.mll_cls)(likelihood, model, num_data=n)
@@ -365,4 +367,6 @@ class TestDKLVariationalStrategyContract(VariationalTestCase, unittest.TestCase)
     test_eval_smaller_pred_batch = test_eval_larger_pred_batch = _no_batch
     test_training_iteration_batch_inducing = test_training_iteration_batch_data = _no_batch
     test_training_iteration_batch_model = test_training_all_batch_zero_mean = _no_batch
-    test_fantasy_call_batch_inducing = test_fantasy_call_batch_data = test_fantasy_call_batch_model = _no_batch
+    test_fantasy_call_batch_inducing = test_fantasy_call_batch_data = test_fantasy_call_batch_model = (
+        _no_batch
+    )
