@@ -109,6 +109,11 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         (``V = U``, ``nu = mu``).
     :param reorder_epoch: after this epoch (epochs count from 1) the inputs are re-ordered with the learned
         lengthscales and ``q`` re-initialised (``None``: never).
+    :param refresh_epochs: after each of the first ``refresh_epochs`` epochs (``init="newton"`` only), ``q`` is
+        re-initialised by Newton/IC0 at the current hyperparameters, starting from the current ``nu`` (a
+        variational EM: Adam on the ELBO moves the hyperparameters, the refresh moves ``q`` to where the
+        hyperparameters' gradient is the marginal likelihood's); later epochs train ``q`` by the ELBO alone.
+        ``None`` or 0: never.
     :param sparse_grad: give the variational parameters sparse gradients, so that :func:`gpkit.fit` updates
         them with ``torch.optim.SparseAdam`` and a step costs O(batch) instead of O(n m).
     :param input_transform: a BoTorch input transform (e.g. ``Normalize(d)``).
@@ -130,6 +135,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         nugget: float = 1e-4,
         init: str = "newton",
         reorder_epoch: int | None = 5,
+        refresh_epochs: int | None = 30,
         sparse_grad: bool = False,
         input_transform: InputTransform | None = None,
         outcome_transform: OutcomeTransform | None = DEFAULT,
@@ -146,6 +152,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         if init not in ("newton", "prior"):
             raise ValueError(f"init must be 'newton' or 'prior', got {init!r}")
         _check_option(reorder_epoch, "reorder_epoch", int, low=1, allow_none=True)
+        _check_option(refresh_epochs, "refresh_epochs", int, low=0, allow_none=True)
         _check_option(nugget, "nugget", int | float, low=0)
         if mean_module is not None and not isinstance(mean_module, gpytorch.means.Mean):
             raise TypeError(f"mean_module must be a gpytorch Mean, got {type(mean_module).__name__}")
@@ -154,7 +161,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         if covar_module is None:
             covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=1.5, ard_num_dims=d))
         covar_module = covar_module.to(train_X)
-        self.init, self.reorder_epoch = init, reorder_epoch
+        self.init, self.reorder_epoch, self.refresh_epochs = init, reorder_epoch, refresh_epochs
         q = SparseCholeskyVariationalDistribution(n, diagonal=diagonal, sparse_grad=sparse_grad).to(train_X)
         strategy = DKLVariationalStrategy(
             self,
@@ -282,11 +289,11 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
 
     @property
     def fit_defaults(self) -> dict:
-        # at least ~600 optimizer steps: small n (BO) gets more epochs
+        # at least ~300 optimizer steps: small n (BO) gets more epochs
         batches = math.ceil(self.num_data / 128)
         return {
-            "epochs": max(40, math.ceil(600 / batches)),
-            "lr": 0.01,
+            "epochs": max(40, math.ceil(300 / batches)),
+            "lr": 0.03,
             "batch_size": 128,
             "schedule": "cosine",
         }
@@ -323,10 +330,13 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         return total
 
     def on_epoch_end(self, epoch: int) -> bool:
-        """Re-order after epoch ``reorder_epoch`` (epochs count from 1); True if the parameters changed."""
+        """Re-order after epoch ``reorder_epoch`` (epochs count from 1; True: the parameters were replaced),
+        else refresh ``q`` after each of the first ``refresh_epochs`` epochs (in place)."""
         if self.reorder_epoch is not None and epoch == self.reorder_epoch:
             self.reorder()
             return True
+        if self.init == "newton" and self.refresh_epochs and epoch <= self.refresh_epochs:
+            self.initialize_variational(nu=self.variational_strategy.variational_mean)
         return False
 
 
