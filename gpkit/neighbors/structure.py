@@ -179,7 +179,7 @@ class MaximinStructure:
 
     def _torch_dist(self, x: Tensor, i: Tensor) -> Tensor:
         """Scaled distances ``||(x - inputs[i]) / lengthscale||`` (differentiable in ``x``)."""
-        diff = x - self.inputs[i].to(x)
+        diff = x - self.inputs[i.to(self.inputs.device)].to(x)
         if self.lengthscale is not None:
             diff = diff / self.lengthscale.to(x)
         # shape: like i; a tiny floor keeps the gradient finite at a training input
