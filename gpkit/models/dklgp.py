@@ -227,14 +227,14 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         precision ``U U^T + W``, backtracking) to the posterior mode ``f``, ``nu = f`` and
         ``V = IC0(U U^T + W)`` (``W``: negative likelihood curvature at ``f``)."""
         strategy = self.variational_strategy
-        strategy.initialize_from_prior(nu)
-        if self.init != "newton":
-            return
         index, u = strategy.index, strategy.prior_factor()
+        if self.init != "newton":
+            strategy.initialize_from_prior(nu, u=u)
+            return
         mu = self.mean_module(strategy.inputs)
         U = SparseTriangularLinearOperator(index, u)
         prec = lambda v: U._matmul(U._t_matmul(v.unsqueeze(-1))).squeeze(-1)
-        f = strategy.variational_mean.clone()
+        f = (mu.expand(index.shape[0]) if nu is None else nu).detach().clone()
         solve = _newton_solver(index, u)
         objective = lambda f: self._loglik(f).sum() - 0.5 * U._t_matmul((f - mu).unsqueeze(-1)).square().sum()
         best = objective(f)

@@ -339,10 +339,11 @@ class DKLVariationalStrategy(_VariationalStrategy):
 
     # --------------------------------------------------------------------------------- initialisation
     @torch.no_grad()
-    def initialize_from_prior(self, mean: Tensor | None = None) -> None:
-        """``V = U`` (the prior factor) and ``nu = mean`` (default: the prior mean), in the ordering."""
+    def initialize_from_prior(self, mean: Tensor | None = None, u: Tensor | None = None) -> None:
+        """``V = U`` (the prior factor; ``u``: its values if already computed) and ``nu = mean`` (default: the
+        prior mean), in the ordering."""
         q = self._variational_distribution
-        u = self.prior_factor()
+        u = self.prior_factor() if u is None else u
         mu = self._prior_mean_covar(self.inputs, covar=False)[0] if mean is None else mean
         q.initialize_from_prior(self.index, u, mean=mu.expand(self.num_data))
         self.variational_params_initialized.fill_(1)
