@@ -233,10 +233,10 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
             return
         mu = self.mean_module(strategy.inputs)
         U = SparseTriangularLinearOperator(index, u)
-        prec = lambda v: U._matmul(U._t_matmul(v.unsqueeze(-1))).squeeze(-1)
+        prec = lambda v: (U @ (U.mT @ v.unsqueeze(-1))).squeeze(-1)
         f = (mu.expand(index.shape[0]) if nu is None else nu).detach().clone()
         solve = _newton_solver(index, u)
-        objective = lambda f: self._loglik(f).sum() - 0.5 * U._t_matmul((f - mu).unsqueeze(-1)).square().sum()
+        objective = lambda f: self._loglik(f).sum() - 0.5 * (U.mT @ (f - mu).unsqueeze(-1)).square().sum()
         best = objective(f)
         for _ in range(newton_steps):
             g, w = self._loglik_derivatives(f)
@@ -300,8 +300,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
 
     def sparse_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters with sparse gradients (for ``torch.optim.SparseAdam`` in :func:`gpkit.fit`)."""
-        q = self.variational_strategy._variational_distribution
-        return [q.raw_values, q.raw_mean] if q.sparse_grad else []
+        return self.variational_strategy.sparse_parameters()
 
     def batch_loss(self, index: Tensor) -> Tensor:
         """``-ELBO_estimate / n_obs`` from the columns ``index`` (positions in the strategy's ordering)."""

@@ -149,6 +149,11 @@ class DKLVariationalStrategy(_VariationalStrategy):
         """``nu`` in the ordering (``n``)."""
         return self._variational_distribution.variational_mean
 
+    def sparse_parameters(self) -> list[torch.nn.Parameter]:
+        """``q``'s per-column parameters if it gathers them with sparse gradients (``sparse_grad``), else ``[]``."""
+        q = self._variational_distribution
+        return [q.raw_values, q.raw_mean] if q.sparse_grad else []
+
     @torch.no_grad()
     def reorder(self, lengthscale: Tensor | None) -> None:
         """Re-order with new lengthscales and rebuild the sets; ``q`` is reset to ``V = U`` with each point's
