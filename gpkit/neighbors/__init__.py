@@ -17,7 +17,6 @@ model can reject or merge them.
 
 from gpkit.neighbors.nearest import knn, previous_knn
 from gpkit.neighbors.ordering import find_duplicates, maximin_order
-from gpkit.neighbors.structure import MaximinStructure
 from gpkit.neighbors.pattern import (
     Pattern,
     ancestor_sets,
@@ -25,6 +24,7 @@ from gpkit.neighbors.pattern import (
     test_ancestor_sets,
     test_pattern,
 )
+from gpkit.neighbors.structure import MaximinStructure
 
 __all__ = [
     "MaximinStructure",
