@@ -109,8 +109,8 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         (``V = U``, ``nu = mu``).
     :param reorder_epoch: after this epoch (epochs count from 1) the inputs are re-ordered with the learned
         lengthscales and ``q`` re-initialised (``None``: never).
-    :param refresh_epochs: after each of the first ``refresh_epochs`` epochs (``init="newton"`` only), ``q`` is
-        re-initialised by Newton/IC0 at the current hyperparameters, starting from the current ``nu`` (a
+    :param refresh_epochs: after each of the first ``refresh_epochs`` epochs (``init="newton"`` and some
+        kernel/mean/likelihood parameter trained), ``q`` is re-initialised by Newton/IC0 at the current hyperparameters, starting from the current ``nu`` (a
         variational EM: Adam on the ELBO moves the hyperparameters, the refresh moves ``q`` to where the
         hyperparameters' gradient is the marginal likelihood's); later epochs train ``q`` by the ELBO alone.
         ``None`` or 0: never.
@@ -334,9 +334,20 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         if self.reorder_epoch is not None and epoch == self.reorder_epoch:
             self.reorder()
             return True
-        if self.init == "newton" and self.refresh_epochs and epoch <= self.refresh_epochs:
+        if (
+            self.init == "newton"
+            and self.refresh_epochs
+            and epoch <= self.refresh_epochs
+            and self._learns_prior()
+        ):
             self.initialize_variational(nu=self.variational_strategy.variational_mean)
         return False
+
+    def _learns_prior(self) -> bool:
+        """Whether any kernel, mean or likelihood parameter is trained (else a refresh of ``q`` has nothing
+        to follow)."""
+        modules = (self.covar_module, self.mean_module, self.likelihood)
+        return any(p.requires_grad for m in modules for p in m.parameters())
 
 
 class _Pointwise:
