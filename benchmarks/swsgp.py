@@ -111,7 +111,7 @@ def _step_times(bench, models: dict, n: int, repeats: int) -> dict:
 
 def _set_sparse_grad(model, sparse: bool) -> None:
     model.variational_strategy.sparse_grad = sparse
-    model.variational_strategy.variational_distribution.sparse_grad = sparse
+    model.variational_strategy.local_distribution.sparse_grad = sparse
 
 
 def _step_cost(bench, module, loss_fn, n: int, steps: int) -> tuple[float, float]:

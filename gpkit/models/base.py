@@ -31,7 +31,8 @@ Construction, in a subclass's ``__init__``::
 - ``batch_loss(index)``: per-datum negative ``VariationalELBO`` on ``index`` (the :func:`gpkit.fit`
   hook); subclasses may override it (e.g. cached neighbour sets). ``fit_defaults`` may be set too.
 - ``posterior(X, observation_noise=False, posterior_transform=None)``: ``X`` is ``batch x q x d`` (cast to
-  the model's dtype/device); the latent joint over each q-batch from ``self(X)`` in eval mode,
+  the model's dtype/device); the latent joint over each q-batch from the hook ``_latent_posterior(X)``
+  (default ``self(X)`` in eval mode; model-space ``X``),
   ``observation_noise`` (``True`` or a ``batch x q (x 1)`` tensor in the outcome-transformed space; Gaussian
   likelihoods only), then the outcome transform is undone. ``num_outputs == 1``.
 - ``condition_on_observations(X, Y, noise=None)`` (raw ``X`` and ``Y``, as BoTorch's) transforms them and
@@ -220,7 +221,7 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel):
         if observation_noise is False:
             return mvn
         if not isinstance(self.likelihood, _GaussianLikelihoodBase):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 (a value of observation_noise, not a type, is wrong)
                 "observation_noise needs a Gaussian likelihood; apply the likelihood to the latent posterior"
             )
         if torch.is_tensor(observation_noise):
@@ -261,8 +262,12 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel):
         self.eval()
         X = self.transform_inputs(X)
         with gpt_posterior_settings():
-            mvn = self(X)
+            mvn = self._latent_posterior(X)
         return self._finish_posterior(mvn, X, observation_noise, posterior_transform)
+
+    def _latent_posterior(self, X: Tensor) -> MultivariateNormal:
+        """Hook: the joint latent ``q(f)`` over each q-batch of model-space ``X`` (default ``self(X)``)."""
+        return self(X)
 
     # ---------------------------------------------------------------------------------- conditioning
     def condition_on_observations(self, X: Tensor, Y: Tensor, noise: Tensor | None = None, **kwargs: Any) -> Model:
@@ -354,7 +359,7 @@ class ConditionedVariationalGP(Model):
         batch = torch.broadcast_shapes(X.shape[:-2], self.batch_shape)
         both = torch.cat([self.X_c.expand(*batch, nc, X.size(-1)), X.expand(*batch, *X.shape[-2:])], dim=-2)
         with gpt_posterior_settings():
-            joint = self.base(both)
+            joint = self.base._latent_posterior(both)
         mean, cov = joint.mean, joint.covariance_matrix  # shapes: (*batch, nc + q), (*batch, nc + q, nc + q)
         k_cc = cov[..., :nc, :nc] + torch.diag_embed(self.noise_c.expand(*batch, nc))
         chol = psd_safe_cholesky(k_cc)

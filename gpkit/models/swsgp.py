@@ -94,7 +94,7 @@ class SWSGP(VariationalGPModel):
             input_transform=input_transform, outcome_transform=outcome_transform,
         )
         train_X, train_Y = data.X, data.Y
-        n, d = train_X.shape
+        d = train_X.size(-1)
         if isinstance(inducing_points, Tensor):
             inducing_points = inducing_points.detach()
             if inducing_points.dim() != 2 or inducing_points.size(-1) != d:
@@ -119,6 +119,7 @@ class SWSGP(VariationalGPModel):
         q_u = LocalCholeskyVariationalDistribution(
             num_inducing, k, sparse_grad=sparse_grad, dtype=train_X.dtype, device=train_X.device
         )
+        # the strategy sets q_u's factor pattern from the inducing locations
         strategy = NearestInducingVariationalStrategy(
             self, inducing_points, q_u, num_neighbors, learn_inducing_locations=learn_inducing_locations,
             sparse_grad=sparse_grad,
@@ -134,8 +135,7 @@ class SWSGP(VariationalGPModel):
         # inducing locations at the last refresh of _train_neighbors
         self.register_buffer("_neighbors_Z", torch.zeros(0, d).to(train_X), persistent=False)
         self.register_load_state_dict_post_hook(_clear_neighbor_cache)
-        q_u.set_pattern(strategy.inducing_points)
-        strategy.initialize()
+        strategy.reset_variational_distribution()
         if isinstance(self.likelihood, _GaussianLikelihoodBase):
             # start m_j at the target of the training input nearest to z_j (see the class docstring)
             _, nearest = knn(strategy.inducing_points.detach(), train_X, 1)
@@ -153,8 +153,8 @@ class SWSGP(VariationalGPModel):
         """The parameters with sparse gradients (for ``torch.optim.SparseAdam`` in :func:`gpkit.fit`)."""
         strategy = self.variational_strategy
         out = []
-        if strategy.variational_distribution.sparse_grad:
-            out.append(strategy.variational_distribution.local_rows)
+        if strategy.local_distribution.sparse_grad:
+            out.append(strategy.local_distribution.local_rows)
         if strategy.sparse_grad and strategy.learn_inducing_locations:
             out.append(strategy.inducing_points)
         return out
@@ -170,6 +170,10 @@ class SWSGP(VariationalGPModel):
         Z = self.variational_strategy.inducing_points
         if self.variational_strategy.learn_inducing_locations and not torch.equal(Z.detach(), self._neighbors_Z):
             self.refresh_neighbors()
+
+    def _latent_posterior(self, X: Tensor) -> gpytorch.distributions.MultivariateNormal:
+        # BoTorch posteriors are always joint over each q-batch (a clear error if too large)
+        return self(X, joint=True)
 
     def batch_loss(self, index: Tensor) -> Tensor:
         """Negative ELBO estimate per datum on the training inputs ``index`` (for :func:`gpkit.fit`)."""

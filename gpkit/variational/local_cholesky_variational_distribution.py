@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
-from gpytorch.module import Module
+from gpytorch.distributions import MultivariateNormal
+from gpytorch.variational import _VariationalDistribution
+from linear_operator.operators import CholLinearOperator, TriangularLinearOperator
 from torch import Tensor
 
 from gpkit.neighbors import previous_knn
@@ -12,7 +14,7 @@ from gpkit.variational.gather import gather_rows
 __all__ = ["LocalCholeskyVariationalDistribution"]
 
 
-class LocalCholeskyVariationalDistribution(Module):
+class LocalCholeskyVariationalDistribution(_VariationalDistribution):
     r"""Mean and sparse lower-triangular factor from which SWSGP builds each input's :math:`q(\mathbf u_A)`.
 
     The parameters are a mean :math:`\mathbf m \in \mathbb R^M` and a lower-triangular
@@ -39,7 +41,12 @@ class LocalCholeskyVariationalDistribution(Module):
     :math:`\mathbf L`.
 
     The sparsity pattern is fixed when it is set (the learned values are attached to it); it does not
-    follow the inducing locations during training.
+    follow the inducing locations during training. :class:`~gpkit.variational.NearestInducingVariationalStrategy`
+    sets it from its inducing points when it is built.
+
+    As a GPyTorch ``_VariationalDistribution``, calling it returns the global Gaussian
+    :math:`\mathcal N(\mathbf m, \mathbf L\mathbf L^\top)` (a dense :math:`M \times M` factor: for checks on
+    small problems); the strategy itself reads only the blocks it needs (:meth:`local`).
 
     Everything inducing point :math:`j` owns (:math:`m_j`, :math:`\log L_{jj}`, row :math:`j`'s off-diagonal
     entries) is one row of the parameter ``local_rows`` (``M x (K + 2)``); ``variational_mean``,
@@ -47,8 +54,10 @@ class LocalCholeskyVariationalDistribution(Module):
     ``sparse_grad=True`` the gradient is a sparse tensor over those rows and ``torch.optim.SparseAdam``
     updates them in :math:`O(|A| K)` instead of :math:`O(M K)` per step (forward values are unchanged).
 
-    :param num_inducing: number of inducing points :math:`M`.
-    :param num_factor_neighbors: off-diagonal entries per row of :math:`\mathbf L` (:math:`K`).
+    :param num_inducing_points: number of inducing points :math:`M`.
+    :param num_factor_neighbors: off-diagonal entries per row of :math:`\mathbf L` (:math:`K`); default
+        :math:`M - 1` (a complete factor).
+    :param batch_shape: must be empty (no batched models).
     :param sparse_grad: give ``local_rows`` sparse gradients (for ``torch.optim.SparseAdam``).
     :param dtype: parameter dtype.
     :param device: parameter device.
@@ -56,20 +65,25 @@ class LocalCholeskyVariationalDistribution(Module):
 
     def __init__(
         self,
-        num_inducing: int,
-        num_factor_neighbors: int,
+        num_inducing_points: int,
+        num_factor_neighbors: int | None = None,
+        batch_shape: torch.Size = torch.Size([]),
         sparse_grad: bool = False,
-        dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype | None = None,
         device: torch.device | None = None,
     ) -> None:
-        super().__init__()
+        num_inducing = num_inducing_points
         if not isinstance(num_inducing, int) or num_inducing < 1:
-            raise ValueError(f"num_inducing must be a positive int, got {num_inducing!r}")
+            raise ValueError(f"num_inducing_points must be a positive int, got {num_inducing!r}")
+        if len(batch_shape) != 0:
+            raise ValueError(f"batch_shape must be empty (no batched SWSGP models), got {tuple(batch_shape)}")
+        super().__init__(num_inducing, batch_shape=torch.Size([]))
+        if num_factor_neighbors is None:
+            num_factor_neighbors = num_inducing - 1
         if not isinstance(num_factor_neighbors, int) or num_factor_neighbors < 0:
             raise ValueError(f"num_factor_neighbors must be a non-negative int, got {num_factor_neighbors!r}")
         k = min(num_factor_neighbors, num_inducing - 1)
-        kw = {"dtype": dtype, "device": device}
-        self.num_inducing = num_inducing
+        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
         self.num_factor_neighbors = k
         self.sparse_grad = bool(sparse_grad)
         # row j: [m_j, log L_jj, L_j,factor_index[j, 0], ..., L_j,factor_index[j, K-1]]
@@ -78,6 +92,11 @@ class LocalCholeskyVariationalDistribution(Module):
         self.register_buffer("factor_mask", torch.zeros(num_inducing, k, dtype=torch.bool, device=device))
         # factor_index with -1 at padding slots (a column no active set contains)
         self.register_buffer("_cols", torch.full((num_inducing, k), -1, dtype=torch.long, device=device))
+
+    @property
+    def num_inducing(self) -> int:
+        """:math:`M` (GPyTorch's ``num_inducing_points``)."""
+        return self.num_inducing_points
 
     @property
     def variational_mean(self) -> Tensor:
@@ -114,7 +133,15 @@ class LocalCholeskyVariationalDistribution(Module):
         self.factor_mask.copy_(mask)
         self._cols.copy_(torch.where(mask, index, torch.full_like(index, -1)))
 
-    def initialize(self, prior_mean: Tensor, prior_var: Tensor, scale: float = 0.1) -> None:
+    def forward(self) -> MultivariateNormal:
+        r"""The global Gaussian :math:`\mathcal N(\mathbf m, \mathbf L\mathbf L^\top)` (dense factor)."""
+        return MultivariateNormal(self.variational_mean, CholLinearOperator(TriangularLinearOperator(self.to_dense())))
+
+    def initialize_variational_distribution(self, prior_dist: MultivariateNormal, scale: float = 0.1) -> None:
+        """GPyTorch's initialisation hook: :meth:`initialize_from_prior` with the prior's mean and variance."""
+        self.initialize_from_prior(prior_dist.mean.detach(), prior_dist.variance.detach(), scale)
+
+    def initialize_from_prior(self, prior_mean: Tensor, prior_var: Tensor, scale: float = 0.1) -> None:
         """Start from the prior mean and a diagonal factor ``scale * sqrt(prior_var)`` (no correlations).
 
         :param prior_mean: prior mean at the inducing points, shape ``(M,)``.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from gpytorch import settings
 from gpytorch.distributions import MultivariateNormal
-from gpytorch.module import Module
+from gpytorch.utils.errors import CachingError
+from gpytorch.utils.memoize import add_to_cache, cached, pop_from_cache
+from gpytorch.variational import _VariationalStrategy
 from linear_operator.operators import DenseLinearOperator, DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
@@ -17,7 +19,7 @@ from gpkit.variational.local_cholesky_variational_distribution import LocalChole
 __all__ = ["NearestInducingVariationalStrategy"]
 
 
-class NearestInducingVariationalStrategy(Module):
+class NearestInducingVariationalStrategy(_VariationalStrategy):
     r"""Sparse-within-sparse strategy of Tran et al. (ICML 2021), unwhitened.
 
     Input :math:`\mathbf x_i` sees only its :math:`H` nearest inducing points :math:`A = N_i`:
@@ -38,17 +40,26 @@ class NearestInducingVariationalStrategy(Module):
     unless ``neighbor_index`` is passed (e.g. cached for the training set). A call costs
     :math:`O(n H^3)` time and :math:`O(n H^2)` memory; nothing of size :math:`M \times M` is formed.
 
-    In eval mode a batch of :math:`q` inputs gets a joint Gaussian, conditioned on the union of their
-    neighbour sets, when :math:`qH` is at most ``max_joint_inducing``; for larger batches (e.g. a test set)
-    it returns the exact per-input marginals with a diagonal covariance. With :math:`q = 1` both agree.
+    In eval mode a batch of :math:`q > 1` inputs gets a joint Gaussian conditioned on the union :math:`U` of
+    their neighbour sets (compacted: :math:`|U| \le \min(qH, M)`, no padding beyond the largest union in the
+    batch); with :math:`q = 1` it is the input's own marginal. ``joint=True`` (what
+    :meth:`gpkit.models.SWSGP.posterior` passes) always gives this joint and raises a ``ValueError`` when
+    :math:`|U|` exceeds ``max_joint_inducing``; ``joint=None`` (a plain GPyTorch call, e.g. test-set metrics)
+    returns per-input marginals (a diagonal covariance) when :math:`qH` exceeds ``max_joint_inducing``, as
+    documented here, and ``joint=False`` always does.
+
+    A GPyTorch ``_VariationalStrategy``: the maths is in :meth:`forward`, the distribution is initialised
+    lazily from the prior on the first training call (``variational_params_initialized``), and the KL of
+    the latest training call goes through GPyTorch's cache (:meth:`kl_divergence` pops it, so a stale value
+    is never returned; switching train/eval clears it).
 
     :param model: the ``ApproximateGP`` whose ``forward`` gives the prior (mean and kernel).
     :param inducing_points: initial inducing locations, shape ``(M, d)``.
     :param variational_distribution: the mean and local factor, for the same ``M``.
-    :param num_neighbors: active inducing points per input, :math:`H \le M`.
+    :param num_neighbors: active inducing points per input, :math:`H \le M` (default all :math:`M`).
     :param learn_inducing_locations: make the inducing locations a parameter.
     :param jitter_val: added to :math:`\mathbf K_{AA}`'s diagonal; default GPyTorch's variational jitter.
-    :param max_joint_inducing: largest union size for a joint predictive covariance in eval mode.
+    :param max_joint_inducing: largest union size for a joint predictive covariance in eval mode (see above).
     :param sparse_grad: read the learned inducing locations row by row with a sparse gradient (for
         ``torch.optim.SparseAdam``), so a step does not touch all :math:`M` of them; the variational
         parameters follow the distribution's own ``sparse_grad``.
@@ -59,44 +70,47 @@ class NearestInducingVariationalStrategy(Module):
         model,
         inducing_points: Tensor,
         variational_distribution: LocalCholeskyVariationalDistribution,
-        num_neighbors: int,
+        num_neighbors: int | None = None,
         learn_inducing_locations: bool = True,
         jitter_val: float | None = None,
-        max_joint_inducing: int = 1024,
+        max_joint_inducing: int = 4096,
         sparse_grad: bool = False,
     ) -> None:
-        super().__init__()
         if not torch.is_tensor(inducing_points) or inducing_points.dim() != 2:
             raise ValueError("inducing_points must be a tensor of shape (M, d)")
         m = inducing_points.size(0)
+        if not isinstance(variational_distribution, LocalCholeskyVariationalDistribution):
+            raise TypeError("variational_distribution must be a LocalCholeskyVariationalDistribution")
         if variational_distribution.num_inducing != m:
             raise ValueError(
                 f"variational_distribution has {variational_distribution.num_inducing} inducing points, "
                 f"inducing_points has {m}"
             )
+        num_neighbors = m if num_neighbors is None else num_neighbors
         if not isinstance(num_neighbors, int) or not 1 <= num_neighbors <= m:
             raise ValueError(f"num_neighbors must be an int in [1, num_inducing={m}], got {num_neighbors!r}")
-        object.__setattr__(self, "model", model)  # not a submodule: avoids a reference cycle
-        inducing_points = inducing_points.detach().clone()
-        if learn_inducing_locations:
-            self.register_parameter("inducing_points", torch.nn.Parameter(inducing_points))
-        else:
-            self.register_buffer("inducing_points", inducing_points)
-        self._variational_distribution = variational_distribution
+        super().__init__(model, inducing_points.detach(), variational_distribution, learn_inducing_locations, jitter_val)
+        variational_distribution.to(inducing_points)
+        variational_distribution.set_pattern(inducing_points)
         self.num_neighbors = num_neighbors
         self.learn_inducing_locations = learn_inducing_locations
-        self.jitter_val = jitter_val
         self.max_joint_inducing = max_joint_inducing
         self.sparse_grad = bool(sparse_grad)
-        self._kl = None
 
     @property
-    def variational_distribution(self) -> LocalCholeskyVariationalDistribution:
+    def local_distribution(self) -> LocalCholeskyVariationalDistribution:
+        """The variational parameters' module (``variational_distribution`` is GPyTorch's: the distribution)."""
         return self._variational_distribution
 
     @property
     def num_inducing(self) -> int:
         return self.inducing_points.size(0)
+
+    @property
+    @cached(name="prior_distribution_memo")
+    def prior_distribution(self) -> MultivariateNormal:
+        """The prior :math:`p(\mathbf u)` at the inducing points (lazy kernel; nothing dense is formed)."""
+        return self.model.forward(self.inducing_points)
 
     def neighbors(self, x: Tensor) -> Tensor:
         """Indices of the ``num_neighbors`` nearest inducing points, sorted ascending.
@@ -109,41 +123,60 @@ class NearestInducingVariationalStrategy(Module):
         return index.to(x.device).sort(dim=-1).values.reshape(*x.shape[:-1], self.num_neighbors)
 
     @torch.no_grad()
-    def initialize(self, scale: float = 0.1) -> None:
-        """Set ``q(u)`` to the prior mean with a diagonal factor ``scale`` times the prior std."""
-        z = self.inducing_points.detach().unsqueeze(-2)  # shape: (M, 1, d)
+    def reset_variational_distribution(self, scale: float = 0.1) -> None:
+        """Set ``q(u)`` to the prior mean with a diagonal factor ``scale`` times the prior std (marks it
+        initialised)."""
+        z = self.inducing_points.detach().unsqueeze(-2)  # shape: (M, 1, d): only the prior's marginals
         prior = self.model.forward(z)
-        self._variational_distribution.initialize(prior.mean.squeeze(-1), prior.variance.squeeze(-1), scale)
-
-    def train(self, mode: bool = True):
-        self._kl = None  # drop the last training call's graph (also lets a fitted model be deep-copied)
-        return super().train(mode)
+        self._variational_distribution.initialize_from_prior(prior.mean.squeeze(-1), prior.variance.squeeze(-1), scale)
+        self.variational_params_initialized.fill_(1)
 
     def kl_divergence(self) -> Tensor:
-        """Mean per-input KL over the inputs of the latest training-mode call."""
-        if self._kl is None:
-            raise RuntimeError("kl_divergence() needs a training-mode call of the model first")
-        return self._kl
+        """Mean per-input KL over the inputs of the latest training-mode call (popped from the cache)."""
+        try:
+            return pop_from_cache(self, "kl_divergence_memo")
+        except CachingError:
+            raise RuntimeError("kl_divergence() needs a training-mode call of the model first") from None
 
-    def __call__(self, x: Tensor, prior: bool = False, neighbor_index: Tensor | None = None, **kwargs):
+    def __call__(self, x: Tensor, prior: bool = False, neighbor_index: Tensor | None = None,
+                 joint: bool | None = None, **kwargs) -> MultivariateNormal:
         if prior:
             return self.model.forward(x, **kwargs)
+        if self.training:
+            self._clear_cache()
+        if not self.variational_params_initialized.item():
+            self.reset_variational_distribution()
         if x.dim() == 1:
             x = x.unsqueeze(-1)
-        if x.size(-1) != self.inducing_points.size(-1):
-            raise ValueError(f"x has {x.size(-1)} features, the inducing points {self.inducing_points.size(-1)}")
+        return self.forward(x, self.inducing_points, None, None, neighbor_index=neighbor_index, joint=joint)
+
+    def forward(self, x: Tensor, inducing_points: Tensor, inducing_values: Tensor | None = None,
+                variational_inducing_covar=None, neighbor_index: Tensor | None = None,
+                joint: bool | None = None, **kwargs) -> MultivariateNormal:
+        """:math:`q(\mathbf f)` at ``x`` (``(..., n, d)``); see the class docstring for ``joint``."""
+        if x.size(-1) != inducing_points.size(-1):
+            raise ValueError(f"x has {x.size(-1)} features, the inducing points {inducing_points.size(-1)}")
         if neighbor_index is None:
             neighbor_index = self.neighbors(x)
         elif neighbor_index.shape != (*x.shape[:-1], self.num_neighbors):
             raise ValueError(f"neighbor_index must have shape {(*x.shape[:-1], self.num_neighbors)}")
         n = x.size(-2)
-        if self.training or n * self.num_neighbors > self.max_joint_inducing:
+        marginal = self.training or n == 1 or joint is False
+        if joint is None and n * self.num_neighbors > self.max_joint_inducing:
+            marginal = True
+        if marginal:
             # one active set per input: shape (..., n, 1, d) against (..., n, H)
             mean, covar, kl = self._conditional(x.unsqueeze(-2), neighbor_index, None, with_kl=self.training)
             if self.training:
-                self._kl = kl.mean(-1)
+                add_to_cache(self, "kl_divergence_memo", kl.mean(-1))
             return MultivariateNormal(mean.squeeze(-1), DiagLinearOperator(covar.squeeze(-1).squeeze(-1)))
         index, mask = _union(neighbor_index)
+        if index.size(-1) > self.max_joint_inducing:
+            raise ValueError(
+                f"a joint posterior over these {n} inputs conditions on {index.size(-1)} inducing points, more than "
+                f"max_joint_inducing={self.max_joint_inducing}; evaluate smaller q-batches, or X.unsqueeze(-2) for "
+                "marginals"
+            )
         mean, covar, _ = self._conditional(x, index, mask, with_kl=False)
         return MultivariateNormal(mean, DenseLinearOperator(covar))  # lazy: no Cholesky of a maybe-singular q x q
 
@@ -191,8 +224,15 @@ class NearestInducingVariationalStrategy(Module):
 
 
 def _union(index: Tensor) -> tuple[Tensor, Tensor]:
-    """Union of the rows of ``index`` (..., q, H) as a sorted padded set (..., q*H) and its mask."""
+    """Union of the rows of ``index`` (..., q, H): sorted ascending, padded (by repeating its largest entry) to
+    the largest union size S in the batch, and a mask that is ``False`` at padding; shapes (..., S)."""
     flat = index.reshape(*index.shape[:-2], -1).sort(dim=-1).values
-    mask = torch.ones_like(flat, dtype=torch.bool)
-    mask[..., 1:] = flat[..., 1:] != flat[..., :-1]
-    return flat, mask
+    first = torch.ones_like(flat, dtype=torch.bool)
+    first[..., 1:] = flat[..., 1:] != flat[..., :-1]
+    count = first.sum(-1, keepdim=True)  # shape: (..., 1)
+    size = int(count.max())
+    big = torch.iinfo(flat.dtype).max
+    compact = torch.where(first, flat, torch.full_like(flat, big)).sort(dim=-1).values[..., :size]
+    mask = torch.arange(size, device=flat.device) < count
+    largest = compact.gather(-1, count - 1)
+    return torch.where(mask, compact, largest), mask

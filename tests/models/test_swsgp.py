@@ -151,13 +151,13 @@ def test_variational_mean_starts_at_nearest_targets():
     model = SWSGP(X, Y, num_inducing=20, num_neighbors=4, inducing_points="kmeans")
     Z = model.variational_strategy.inducing_points.detach()
     nearest = torch.cdist(Z, X).argmin(-1)
-    assert torch.equal(model.variational_strategy.variational_distribution.variational_mean,
+    assert torch.equal(model.variational_strategy.local_distribution.variational_mean,
                        model.train_targets[nearest])
     assert torch.allclose(model.train_targets, (Y[:, 0] - Y.mean()) / Y.std())  # standardised by default
     # a non-Gaussian likelihood starts from the prior mean
     model = SWSGP(X, (Y > 0).double(), likelihood=gpytorch.likelihoods.BernoulliLikelihood(), num_inducing=20,
                   num_neighbors=4)
-    assert torch.equal(model.variational_strategy.variational_distribution.variational_mean, torch.zeros(20))
+    assert torch.equal(model.variational_strategy.local_distribution.variational_mean, torch.zeros(20))
 
 
 def test_sparse_grad_gives_the_same_loss_and_gradients():
@@ -179,7 +179,7 @@ def test_sparse_grad_gives_the_same_loss_and_gradients():
         loss.backward()
     touched = models[1].variational_strategy.neighbors(X[batch]).unique()
     strategy = models[0].variational_strategy
-    dense = [strategy.variational_distribution.local_rows, strategy.inducing_points]
+    dense = [strategy.local_distribution.local_rows, strategy.inducing_points]
     for dense_p, sparse_p in zip(dense, sparse):
         assert sparse_p.grad.is_sparse and not dense_p.grad.is_sparse
         assert torch.allclose(sparse_p.grad.to_dense(), dense_p.grad, atol=1e-12)

@@ -19,7 +19,7 @@ def _data(n=40, d=2, seed=0):
 def _random_q(model, seed=1, scale=0.3):
     """Random mean and a random factor on the stored pattern."""
     g = torch.Generator().manual_seed(seed)
-    q = model.variational_strategy.variational_distribution
+    q = model.variational_strategy.local_distribution
     with torch.no_grad():
         q.variational_mean.copy_(torch.randn(q.num_inducing, generator=g))
         q.log_diag.copy_(0.3 * torch.randn(q.num_inducing, generator=g) - 0.5)
@@ -41,7 +41,7 @@ class _SVGP(gpytorch.models.ApproximateGP):
 
 
 def _svgp_like(model):
-    q = model.variational_strategy.variational_distribution
+    q = model.variational_strategy.local_distribution
     ref = _SVGP(model.variational_strategy.inducing_points.detach().clone())
     ref.load_state_dict({"covar_module." + k: v for k, v in model.covar_module.state_dict().items()}, strict=False)
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_exact_gp_limit_with_optimal_q():
     A = K + noise * torch.eye(n)
     mean = 0.1 + K @ torch.linalg.solve(A, y - 0.1)
     S = K - K @ torch.linalg.solve(A, K)
-    q = model.variational_strategy.variational_distribution
+    q = model.variational_strategy.local_distribution
     q.load_dense(torch.linalg.cholesky(S))
     with torch.no_grad():
         q.variational_mean.copy_(mean)
