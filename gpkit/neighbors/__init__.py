@@ -24,8 +24,10 @@ from gpkit.neighbors.pattern import (
     test_ancestor_sets,
     test_pattern,
 )
+from gpkit.neighbors.structure import MaximinStructure
 
 __all__ = [
+    "MaximinStructure",
     "Pattern",
     "ancestor_sets",
     "find_duplicates",
