@@ -20,8 +20,6 @@ from .dataset import (
     stratified_fold_split,
 )
 from .pde_solutions import PDE_SOLUTIONS, PDESolution, pde_solution
-from .point_patterns import HermiteIntensity, integrate, poisson_process, synthetic_point_process
-from .point_processes import polygon_contains, window_contains
 from .registry import available, canonical_name, data_folder, format_available, load, names, options
 from .synthetic import kernel_module, synthetic_classification, synthetic_gp
 from .vector_fields import (
@@ -39,7 +37,6 @@ __all__ = [
     "PDE_SOLUTIONS",
     "Dataset",
     "DatasetInfo",
-    "HermiteIntensity",
     "PDESolution",
     "available",
     "canonical_name",
@@ -47,7 +44,6 @@ __all__ = [
     "data_folder",
     "fibonacci_sphere",
     "format_available",
-    "integrate",
     "kernel_module",
     "load",
     "mesh_vector_field",
@@ -55,8 +51,6 @@ __all__ = [
     "names",
     "options",
     "pde_solution",
-    "poisson_process",
-    "polygon_contains",
     "project_tangent",
     "random_split",
     "scaled_split",
@@ -66,8 +60,6 @@ __all__ = [
     "stratified_fold_split",
     "synthetic_classification",
     "synthetic_gp",
-    "synthetic_point_process",
     "torus_vector_field",
     "vertex_normals",
-    "window_contains",
 ]

@@ -14,7 +14,6 @@ from . import classification, embedded, manifolds, point_processes, sequential, 
 from ._io import candidate_dirs, data_dir
 from .dataset import Dataset, DatasetInfo
 from .pde_solutions import PDE_SOLUTIONS, load_pde
-from .point_patterns import INTENSITIES, synthetic_point_process
 from .synthetic import synthetic_classification, synthetic_gp
 from .vector_fields import mesh_vector_field, sphere_vector_field, torus_vector_field
 
@@ -42,6 +41,8 @@ class _UniqueDict(dict):
 
 
 def _build() -> tuple[dict[str, _Entry], dict[str, str]]:
+    from gpkit.cox.simulation import INTENSITIES, synthetic_point_process  # simulation lives with the model
+
     reg: dict[str, _Entry] = _UniqueDict()
     for name in uci.UCI_SETS:
         reg[name] = _Entry("regression", partial(uci.load_uci, name), tuple(uci.uci_files(name)))
