@@ -261,7 +261,8 @@ class GaussianCoxProcess(Model):
         """Newton MAP of ``v`` (no autograd); returns the feature matrix and the Newton result."""
         with torch.no_grad():
             Phi = self.covar_module(self._observations(), self.landmarks).to_dense() @ T
-            result = newton_minimize(self._objective(Phi, c), self._start(Phi, T, c), max_iter=200)
+            tol = 1e-14 if T.dtype == torch.float64 else 1e-7
+            result = newton_minimize(self._objective(Phi, c), self._start(Phi, T, c), max_iter=200, tol=tol)
             self._warm = T @ result.x
         return result
 
@@ -318,6 +319,7 @@ class GaussianCoxProcess(Model):
     def latent_moments(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Posterior mean (``... x q``), variance and covariance root (``... x q x r``) of ``g`` at ``X``."""
         self._check_X(X)
+        X = X.to(self.events)
         s = self.state()
         Phi = self.features(X)
         mean = s.mean + Phi @ s.w
@@ -345,6 +347,7 @@ class GaussianCoxProcess(Model):
         changed kernel :math:`\\tilde K_{XX}`)."""
         return LowRankRootLinearOperator(self.features(X))
 
+    @torch.no_grad()
     def intensity(self, X: Tensor, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:
         """Posterior mean and equal-tailed ``level`` credible band of the intensity (events per unit volume of
         the ``bounds`` coordinates) at ``X`` (``... x d``)."""
@@ -374,6 +377,7 @@ class GaussianCoxProcess(Model):
         ``bounds`` coordinates) for boxes ``region`` (``... x 2 x d``), clipped to ``bounds``."""
         return box_nodes(region, self.bounds, nodes_per_dim)
 
+    @torch.no_grad()
     def expected_count(self, region_bounds: Tensor | None = None, num_samples: int = 2048) -> ExpectedCount:
         """Posterior mean and standard deviation of the number of events in the box ``region_bounds``
         (``2 x d``, default ``bounds``). Exact moments for the quadratic link, seeded Monte Carlo otherwise."""
