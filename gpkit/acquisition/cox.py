@@ -1,7 +1,7 @@
 """Acquisition functions for a :class:`~gpkit.cox.GaussianCoxProcess`, all on the intensity scale (events per
 unit volume of the model's ``bounds`` coordinates; never a mix of the intensity and the latent ``g``).
 
-Inputs are ``b x q x d`` (a ``b x d`` input is read as ``q = 1``) and values ``b``. Pointwise acquisitions score
+Inputs are ``b x q x d`` (a ``q x d`` input is one batch, as in BoTorch) and values ``b``. Pointwise acquisitions score
 a q-batch by its best point; window acquisitions read the ``q`` points as window centres and score their union
 (total arrivals; probability of no arrival in any of them). All are deterministic (seeded base samples), so
 ``botorch.optim.optimize_acqf`` and ``optimize_acqf_discrete`` can use them directly.

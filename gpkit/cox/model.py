@@ -383,7 +383,11 @@ class GaussianCoxProcess(Model):
         (``2 x d``, default ``bounds``). Exact moments for the quadratic link, seeded Monte Carlo otherwise."""
         region = self.bounds if region_bounds is None else torch.as_tensor(region_bounds).to(self.bounds)
         check_bounds(region, self.events.shape[1], "region_bounds")
-        nodes, weights = self.window_integral(region)
+        d = self.events.shape[1]
+        share = ((region[1] - region[0]) / (self.bounds[1] - self.bounds[0])).clamp(max=1.0)
+        k = max(int(math.ceil(2 * g * float(f))) for g, f in zip(self.grid_size, share))  # twice the grid density
+        k = max(min(k, int(20000 ** (1 / d))), 8)
+        nodes, weights = self.window_integral(region, k)
         mean, var, root = self.latent_moments(nodes)
         dens_mean, _ = links.intensity_moments(self.link, mean, var, self.scale)
         w = weights / self.volume  # the unit-cube intensity times the box volume
