@@ -54,7 +54,14 @@ def test_grid_links_equal_dense_laplace(link):
             rhs = sw * (K @ b)
             f = K @ (b - sw * torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1))
         g_hat = c + f
-        dense = laplace_covariance(K, derivatives(g_hat)[1])
+        grad, W = derivatives(g_hat)
+        dense = laplace_covariance(K, W)
+        # Laplace evidence (R&W eq. 3.32; K^-1 f = grad log p(y|g) at the mode)
+        lam = a * (g_hat.exp() if link == "exp" else torch.nn.functional.softplus(g_hat))
+        sw = W.sqrt()
+        logdet_B = torch.logdet(torch.eye(25) + sw[:, None] * K * sw[None, :])
+        evidence = (y * lam.log()).sum() - dv * lam.sum() - 0.5 * f @ grad - 0.5 * logdet_B
+        assert model.log_marginal_likelihood().item() == pytest.approx(evidence.item(), abs=1e-4)
     assert torch.allclose(mean, g_hat, atol=1e-5)
     assert torch.allclose(root @ root.mT, dense, atol=1e-5 * float(K.diagonal().max()))
 
@@ -85,6 +92,14 @@ def test_quadratic_all_landmarks_equals_exact_change_of_kernel():
 
         f_hat = newton_minimize(objective, torch.ones(len(pick)), tol=1e-14).x
         mean, _, _ = model.latent_moments(events)
+        # evidence: the change of kernel's normaliser det(I + 2 a Delta K)^-1/2, two sign-symmetric modes
+        a, n = model.scale, len(pick)
+        W = 2 / f_hat**2
+        evidence = (
+            2 * f_hat.log().sum() + n * math.log(a) - 0.5 * f_hat @ Kx_inv @ f_hat
+            - 0.5 * torch.logdet(torch.eye(n) + Kx * W) - 0.5 * torch.logdet(torch.eye(G) + K / sigma2) + math.log(2)
+        )
+        assert model.log_marginal_likelihood().item() == pytest.approx(evidence.item(), abs=1e-4)
     assert torch.allclose(mean, f_hat, rtol=1e-5)
 
 
@@ -140,14 +155,15 @@ def test_recovers_the_hermite_intensity_with_calibrated_bands(link, hermite):
 @pytest.mark.accuracy
 def test_error_decreases_with_more_events():
     bounds = torch.tensor([[0.0], [100.0]])
-    shape = lambda X: 1.0 + torch.exp(-((X[:, 0] - 30) ** 2) / 50) + 2 * torch.exp(-((X[:, 0] - 70) ** 2) / 100)
+    shape = lambda X: 1.0 + 2 * torch.exp(-((X[:, 0] - 60) ** 2) / (2 * 25**2))
     t = torch.linspace(0, 100, 300).unsqueeze(-1)
     errors = []
     for rate in (1.0, 20.0):
         events = poisson_process(lambda X: rate * shape(X), bounds, seed=3)
         model = gpkit.fit(GaussianCoxProcess(events, bounds, grid_size=60, num_landmarks=30, link="exp"))
         errors.append(float(((model.intensity(t)[0] / rate - shape(t)) ** 2).mean()))
-    assert errors[1] < 0.3 * errors[0] and errors[1] < 0.02
+    # fitted: 0.012 -> 0.0049; the untrained default lengthscale gives 0.050 -> 0.011
+    assert errors[1] < 0.6 * errors[0] and errors[0] < 0.025 and errors[1] < 0.008
 
 
 # --------------------------------------------------------------------------------- posterior and counts
