@@ -60,6 +60,7 @@ def reveal_windows(
     model_options: dict | None = None,
     fit_options: dict | None = None,
     acquisition_options: dict | None = None,
+    stop: Callable[[Tensor], bool] | None = None,
 ) -> WindowSearch:
     """Run the window-revealing BO loop on a fully known event pattern (the events stay hidden until their
     window is visited).
@@ -76,6 +77,7 @@ def reveal_windows(
     :param model_options: keyword arguments of :class:`~gpkit.cox.GaussianCoxProcess` (``grid_size``, ``link``...).
     :param fit_options: keyword arguments of :func:`gpkit.fit`.
     :param acquisition_options: keyword arguments of the named acquisition.
+    :param stop: optional ``stop(centre) -> bool``, called after each revealed window; True ends the search.
     :return: :class:`WindowSearch`.
     """
     from botorch.optim import optimize_acqf_discrete
@@ -125,7 +127,7 @@ def reveal_windows(
         centres.append(centre)
         remaining &= ~((candidates - centre).abs() <= exclusion * half).all(-1)
         values.append(value)
-        if not remaining.any():
+        if not remaining.any() or (stop is not None and stop(centre)):
             break
         if seen.any():
             windows = torch.stack([torch.stack([c - half, c + half]) for c in centres])

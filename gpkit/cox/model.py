@@ -21,6 +21,7 @@ maximise the Laplace marginal likelihood; :func:`gpkit.fit` runs L-BFGS on :meth
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import gpytorch
@@ -39,7 +40,7 @@ from gpkit.laplace import newton_minimize
 __all__ = ["ExpectedCount", "GaussianCoxProcess"]
 
 _DEFAULT_GRID = {1: 200, 2: 64, 3: 20}
-_DEFAULT_LANDMARKS = {1: 128, 2: 24, 3: 9}
+_DEFAULT_LANDMARKS = {1: 128, 2: 16, 3: 6}
 
 
 class ExpectedCount(NamedTuple):
@@ -64,12 +65,14 @@ class GaussianCoxProcess(Model):
     :param grid_size: cells per dimension of the integration grid (int or ``d`` ints); default 200 / 64 / 20
         for d = 1 / 2 / 3.
     :param link: ``"quadratic"`` (change of kernel at the events), ``"exp"`` or ``"softplus"`` (binned counts).
-    :param num_landmarks: Nyström landmarks per dimension (default ``min(grid_size, 128 / 24 / 9)``); equal to
+    :param num_landmarks: Nyström landmarks per dimension (default ``min(grid_size, 128 / 16 / 6)``); equal to
         ``grid_size`` it is the exact grid model.
-    :param covar_module: kernel of ``g`` on the unit cube (default scaled RBF with ARD lengthscales >= half a
+    :param covar_module: kernel of ``g`` on the unit cube (default scaled RBF with ARD lengthscales >= one
         landmark spacing).
     :param windows: ``k x 2 x d`` boxes where events were observed (default: all of ``bounds``); the intensity
         integral runs over grid cells whose centre lies in a window.
+    :param observed: optional ``points (m x d) -> bool (m)``: grid cells (by their centre, ``bounds``
+        coordinates) outside it are unobserved, e.g. a polygonal window.
     :param scale: ``a`` in ``lambda = a kappa(g)`` (per unit-cube volume; default: the mean rate of the events
         over the observed windows, so that ``g`` is of order one for every link).
     """
@@ -86,6 +89,7 @@ class GaussianCoxProcess(Model):
         num_landmarks: int | tuple[int, ...] | None = None,
         covar_module: gpytorch.kernels.Kernel | None = None,
         windows: Tensor | None = None,
+        observed: Callable[[Tensor], Tensor] | None = None,
         scale: float | None = None,
     ) -> None:
         super().__init__()
@@ -106,6 +110,7 @@ class GaussianCoxProcess(Model):
         self.register_buffer("cells", regular_grid(grid, **tkw))  # m x d, unit-cube cell centres
         self.register_buffer("landmarks", regular_grid(marks, **tkw))  # r x d
         unit = self.to_unit(events)
+        observed_fn = observed
         observed = torch.ones(self.cells.shape[0], dtype=torch.bool, device=events.device)
         if windows is not None:
             windows = torch.as_tensor(windows, **tkw)
@@ -121,12 +126,19 @@ class GaussianCoxProcess(Model):
                 raise ValueError("events: every event must lie in one of the observed windows")
             if not observed.any():
                 raise ValueError("windows cover no grid cell; use a finer grid_size or larger windows")
+        if observed_fn is not None:  # e.g. a polygonal window: gpkit.cox.polygon_contains
+            inside = observed_fn(self.bounds[0] + (self.bounds[1] - self.bounds[0]) * self.cells)
+            if not isinstance(inside, Tensor) or inside.shape != observed.shape:
+                raise ValueError(f"observed must map m x {d} points to m booleans, got {type(inside).__name__}")
+            observed = observed & inside.to(torch.bool)
+            if not observed.any():
+                raise ValueError("observed excludes every grid cell")
         self.register_buffer("observed", observed)
         self.cell_volume = 1.0 / self.cells.shape[0]
         self.register_buffer("counts", self._bin(unit))  # m
         observed_volume = self.cell_volume * float(observed.sum())
         if covar_module is None:
-            spacing = 0.5 / max(marks)
+            spacing = 1.0 / max(marks)  # below the landmark spacing the Nyström features ripple
             base = gpytorch.kernels.RBFKernel(ard_num_dims=d, lengthscale_constraint=GreaterThan(spacing))
             base.lengthscale = max(0.1, 2 * spacing)
             covar_module = gpytorch.kernels.ScaleKernel(base)
