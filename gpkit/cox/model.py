@@ -269,10 +269,11 @@ class GaussianCoxProcess(Model):
             "hyperparameters; use more num_landmarks or a longer lengthscale"
         )
 
-    def _solve(self, T: Tensor, c: Tensor):
-        """Newton MAP of ``v`` (no autograd); returns the feature matrix and the Newton result."""
+    def _solve(self, T: Tensor, c: Tensor, Phi: Tensor | None = None):
+        """Newton MAP of ``v`` (no autograd) given the features ``Phi`` of the observation points."""
         with torch.no_grad():
-            Phi = self.covar_module(self._observations(), self.landmarks).to_dense() @ T
+            if Phi is None:
+                Phi = self.covar_module(self._observations(), self.landmarks).to_dense() @ T
             tol = 1e-14 if T.dtype == torch.float64 else 1e-7
             result = newton_minimize(self._objective(Phi, c), self._start(Phi, T, c), max_iter=200, tol=tol)
             self._warm = T @ result.x
@@ -284,8 +285,8 @@ class GaussianCoxProcess(Model):
         ``n log volume``); differentiable in the hyperparameters (implicit gradient through the mode)."""
         T, lognorm = self._transform()
         c = self._prior_mean()
-        result = self._solve(T.detach(), c.detach())
         Phi = self.covar_module(self._observations(), self.landmarks).to_dense() @ T
+        result = self._solve(T.detach(), c.detach(), Phi.detach())
         objective = self._objective(Phi, c)
         _, grad, _ = objective(result.x, True)
         # one Newton step from the (detached) mode: value unchanged, gradient = total derivative
