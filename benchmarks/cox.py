@@ -24,7 +24,6 @@ gpkit's UCB loop (``gpkit.cox.reveal_windows``, beta = 4) vs random and left-to-
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
@@ -65,7 +64,7 @@ def reference_quadratic(events: np.ndarray, lower: float, upper: float, starts: 
     a, gamma, spacing = 0.02, 0.5, 0.5
     u = np.arange(lower, upper + 1e-9, spacing)
     m = len(u)
-    k = lambda x, y: np.exp(-0.01 * (x[:, None] - y[None, :]) ** 2)  # noqa: E731
+    k = lambda x, y: np.exp(-0.01 * (x[:, None] - y[None, :]) ** 2)
     lam, U = np.linalg.eigh(k(u, u))
     lam = np.maximum(lam, 1e-4)
     weight = (upper - lower) / m if cell_weight else 1.0 / m
@@ -92,6 +91,17 @@ def reference_quadratic(events: np.ndarray, lower: float, upper: float, starts: 
     return intensity
 
 
+def _timed(bench, fn, *args, **kwargs):
+    """One timed call of ``fn(*args, **kwargs)`` (the harness's wall time and peak memory) and its result."""
+    out = []
+    meas = bench.measure(lambda: out.append(fn(*args, **kwargs)), repeats=1, warmup=0)
+    return meas, out[-1]
+
+
+def _fit_gcp(events, bounds, **options):
+    return gpkit.fit(GaussianCoxProcess(events, bounds, **options), progress=False)
+
+
 # ------------------------------------------------------------------------------------------ part 1
 def _ise(mean: torch.Tensor, truth: torch.Tensor, volume: float) -> float:
     return float(((mean - truth) ** 2).mean() * volume)
@@ -115,13 +125,7 @@ def _synthetic(bench, cfg) -> dict:
         _log(f"{case}: n = {len(ds.X)}")
         rows = {}
         for link in ("quadratic", "exp"):
-            models = []
-
-            def run():
-                models.append(gpkit.fit(GaussianCoxProcess(ds.X, bounds, link=link, **cfg["model"].get(d, {})), progress=False))
-
-            meas = bench.measure(run, repeats=1, warmup=0)
-            model = models[-1]
+            meas, model = _timed(bench, _fit_gcp, ds.X, bounds, link=link, **cfg["model"].get(d, {}))
             mean, lo, hi = model.intensity(X)
             method = "gpkit GCP" if link == "quadratic" else "gpkit GCP (exp link)"
             rows[method] = bench.add(
@@ -132,23 +136,20 @@ def _synthetic(bench, cfg) -> dict:
         ref_model = GaussianCoxProcess(ds.X, bounds, link="exp", **cfg["model"].get(d, {}))
         r = int(np.prod(ref_model.num_landmarks))
         for label, budget in (("LGCP SVGP (GPyTorch)", None), ("LGCP SVGP, gpkit's time", rows["gpkit GCP"]["fit_seconds"])):
-            base = []
-            meas = bench.measure(lambda: base.append(LGCPBaseline(ref_model, r).fit(budget, epochs=cfg["lgcp_epochs"][d])),
-                                 repeats=1, warmup=0)
-            mean, lo, hi = base[-1].intensity(X)
+            meas, base = _timed(bench, lambda m, k, b, e: LGCPBaseline(m, k).fit(b, epochs=e), ref_model, r, budget,
+                                cfg["lgcp_epochs"][d])
+            mean, lo, hi = base.intensity(X)
             rows[label] = bench.add(
                 case, label, n=len(ds.X), ise=_ise(mean, truth, volume),
                 coverage=float(((truth >= lo) & (truth <= hi)).double().mean()), fit_seconds=meas.seconds,
-                peak_memory_mb=meas.peak_memory_mb, iterations=len(base[-1].svgp.fit_history),
+                peak_memory_mb=meas.peak_memory_mb, iterations=len(base.svgp.fit_history),
             )
         if d == 1:
             ev = ds.X[:, 0].double().numpy()
             lo_b, hi_b = float(bounds[0, 0]), float(bounds[1, 0])
             for label, weighted in (("NumPy reference (SLSQP)", False), ("NumPy reference, Delta-weighted", True)):
-                holder = []
-                meas = bench.measure(lambda: holder.append(reference_quadratic(
-                    ev, lo_b, hi_b, cfg["reference_starts"], cell_weight=weighted)), repeats=1, warmup=0)
-                mean = torch.as_tensor(holder[-1](X[:, 0].double().numpy())).to(bench.dtype)
+                meas, ref = _timed(bench, reference_quadratic, ev, lo_b, hi_b, cfg["reference_starts"], cell_weight=weighted)
+                mean = torch.as_tensor(ref(X[:, 0].double().numpy())).to(bench.dtype)
                 rows[label] = bench.add(
                     case, label, n=len(ds.X), ise=_ise(mean, truth, volume), fit_seconds=meas.seconds,
                     peak_memory_mb=meas.peak_memory_mb, starts=cfg["reference_starts"],
@@ -176,7 +177,7 @@ def _real(bench, cfg) -> dict:
             bench.note(f"{name}: not available ({err}).")
             continue
         bounds, polys = ds.extras["bounds"], ds.extras.get("polygons") or []
-        observed = (lambda P: polygon_contains(polys, P[:, :2])) if polys else None
+        observed = (lambda P, polys=polys: polygon_contains(polys, P[:, :2])) if polys else None
         d = bounds.shape[1]
         results = {}
         for seed in cfg["thinning_seeds"] if d == 1 else cfg["thinning_seeds_2d"]:
@@ -186,25 +187,22 @@ def _real(bench, cfg) -> dict:
             _log(f"{name} (thinning seed {seed}): {len(train)} train / {len(test)} test events, d = {d}")
             models = {}
             for link in ("quadratic", "exp"):
-                holder = []
-                meas = bench.measure(lambda: holder.append(gpkit.fit(
-                    GaussianCoxProcess(train, bounds, link=link, observed=observed, **cfg["model"].get(d, {})),
-                    progress=False)), repeats=1, warmup=0)
-                models[f"gpkit GCP ({link})"] = (holder[-1], meas)
+                meas, fitted = _timed(bench, _fit_gcp, train, bounds, link=link, observed=observed,
+                                      **cfg["model"].get(d, {}))
+                models[f"gpkit GCP ({link})"] = (fitted, meas)
             grid_model = models["gpkit GCP (exp)"][0]
             cells = bounds[0] + (bounds[1] - bounds[0]) * grid_model.cells[grid_model.observed]
             weights = torch.full((len(cells),), grid_model.volume * grid_model.cell_volume, dtype=bench.dtype)
-            base = []
-            meas = bench.measure(lambda: base.append(LGCPBaseline(grid_model, int(np.prod(grid_model.num_landmarks))).fit(
-                epochs=cfg["lgcp_epochs"][d])), repeats=1, warmup=0)
-            models["LGCP SVGP (GPyTorch)"] = (base[-1], meas)
+            meas, base = _timed(bench, lambda m, k, e: LGCPBaseline(m, k).fit(epochs=e), grid_model,
+                                int(np.prod(grid_model.num_landmarks)), cfg["lgcp_epochs"][d])
+            models["LGCP SVGP (GPyTorch)"] = (base, meas)
             for method, (model, meas) in models.items():
-                ll = _thinned_loglik(lambda X: model.intensity(X)[0], test, cells, weights, p)
+                ll = _thinned_loglik(lambda X, model=model: model.intensity(X)[0], test, cells, weights, p)
                 epochs = len(model.svgp.fit_history) if hasattr(model, "svgp") else len(model.fit_history)
                 results.setdefault(method, []).append((ll, meas.seconds, meas.peak_memory_mb, epochs))
             area = float(weights.sum())
             rate = len(train) / area
-            hom = _thinned_loglik(lambda X: torch.full((len(X),), rate, dtype=bench.dtype), test, cells, weights, p)
+            hom = _thinned_loglik(lambda X, rate=rate: torch.full((len(X),), rate, dtype=bench.dtype), test, cells, weights, p)
             results.setdefault("homogeneous Poisson", []).append((hom, 0.0, 0.0, 0))
         for method, vals in results.items():
             lls = [v[0] for v in vals]
@@ -227,14 +225,14 @@ def _bo(bench, cfg) -> dict:
         ds = synthetic_point_process("hermite1d", seed=100 + seed, dtype=bench.dtype)
         lam = ds.extras["intensity"](cands)
         peak = float(cands[lam.argmax(), 0])
-        found = lambda centres: next((i + 1 for i, c in enumerate(centres) if abs(c - peak) <= half), budget + 1)  # noqa: E731
+        found = lambda centres, peak=peak: next((i + 1 for i, c in enumerate(centres) if abs(c - peak) <= half), budget + 1)
         rng = np.random.default_rng(seed)
         start = float(cands[rng.integers(len(cands)), 0])
         t0 = time.perf_counter()
         res = reveal_windows(
             ds.X, ds.extras["bounds"], half, budget, acquisition="ucb", start=torch.tensor([[start]], dtype=bench.dtype),
             candidates=cands, model_options={"grid_size": 100, "num_landmarks": 50},
-            fit_options={"max_iter": 30}, stop=lambda centre: abs(float(centre[0]) - peak) <= half,
+            fit_options={"max_iter": 30}, stop=lambda centre, peak=peak: abs(float(centre[0]) - peak) <= half,
         )
         seconds.append(time.perf_counter() - t0)
         steps["gpkit UCB"].append(found(res.centres[:, 0].tolist()))

@@ -24,7 +24,23 @@ _EXPORTS = {
     "polygon_contains": "geometry",
     "window_contains": "geometry",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "INTENSITIES",
+    "ExpectedCount",
+    "GaussianCoxProcess",
+    "HermiteIntensity",
+    "WindowSearch",
+    "box_nodes",
+    "bumps_intensity",
+    "hermite_functions",
+    "integrate",
+    "poisson_process",
+    "polygon_contains",
+    "reveal_windows",
+    "sine_intensity",
+    "synthetic_point_process",
+    "window_contains",
+]
 
 
 def __getattr__(name: str):

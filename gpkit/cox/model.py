@@ -30,7 +30,11 @@ from botorch.models.model import Model
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.constraints import GreaterThan
 from gpytorch.distributions import MultivariateNormal
-from linear_operator.operators import LowRankRootAddedDiagLinearOperator, LowRankRootLinearOperator, DiagLinearOperator
+from linear_operator.operators import (
+    DiagLinearOperator,
+    LowRankRootAddedDiagLinearOperator,
+    LowRankRootLinearOperator,
+)
 from torch import Tensor
 
 from gpkit.cox import links
@@ -398,7 +402,7 @@ class GaussianCoxProcess(Model):
         check_bounds(region, self.events.shape[1], "region_bounds")
         d = self.events.shape[1]
         share = ((region[1] - region[0]) / (self.bounds[1] - self.bounds[0])).clamp(max=1.0)
-        k = max(int(math.ceil(2 * g * float(f))) for g, f in zip(self.grid_size, share))  # twice the grid density
+        k = max(math.ceil(2 * g * float(f)) for g, f in zip(self.grid_size, share))  # twice the grid density
         k = max(min(k, int(20000 ** (1 / d))), 8)
         nodes, weights = self.window_integral(region, k)
         mean, var, root = self.latent_moments(nodes)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from gpkit.datasets.dataset import Dataset
 
 
 def hermite_functions(z: Tensor, num: int) -> Tensor:

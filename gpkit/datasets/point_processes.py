@@ -68,7 +68,7 @@ def load_point_process(
     for the space-time sets (``clmfires``, ``nbfires`` (fires without a discovery time dropped),
     ``japan_earthquakes`` as (longitude, latitude, t)). ``extras["bounds"]`` is the ``2 x d`` box
     (window bounding box; time rounded out to whole years), ``extras["polygons"]`` the polygonal
-    window (list of ``k x 2``; test with :func:`window_contains`), ``extras["area"]`` the spatial
+    window (list of ``k x 2``; test with :func:`gpkit.cox.window_contains`), ``extras["area"]`` the spatial
     window area, ``extras["marks"]`` the other columns (numeric as tensors, text as numpy arrays) and
     ``extras["covariates"]`` the ``bei`` elevation/gradient grids (``x`` 201, ``y`` 101, ``values``
     101 x 201, pixel centres). There are no splits; ``y`` is ``None``.

@@ -14,8 +14,7 @@ from gpkit.acquisition import (
     IntensityProbabilityOfImprovement,
     IntensityUpperConfidenceBound,
 )
-from gpkit.cox import GaussianCoxProcess, poisson_process, reveal_windows, synthetic_point_process
-from gpkit.cox import links
+from gpkit.cox import GaussianCoxProcess, links, poisson_process, reveal_windows, synthetic_point_process
 
 LINKS = ["quadratic", "exp", "softplus"]
 
@@ -61,7 +60,8 @@ def test_shapes_and_ranges(models, link):
         value = acq(X)
         assert value.shape == (4,) and torch.isfinite(value).all()
         assert acq(X[0]).shape == (1,)  # q x d: one batch (BoTorch's convention)
-        assert (acq(X) >= acq(X[:, :1])).all() or isinstance(acq, IdleTime)
+        # a batch scores at least its first point (up to round-off between batch shapes)
+        assert (acq(X) >= acq(X[:, :1]) * (1 - 1e-9) - 1e-12).all() or isinstance(acq, IdleTime)
     assert ((acqs[2](X) >= 0) & (acqs[2](X) <= 1)).all()
     idle = acqs[4](X)
     assert ((idle > 0) & (idle < 1)).all()

@@ -159,7 +159,7 @@ def test_error_decreases_with_more_events():
     t = torch.linspace(0, 100, 300).unsqueeze(-1)
     errors = []
     for rate in (1.0, 20.0):
-        events = poisson_process(lambda X: rate * shape(X), bounds, seed=3)
+        events = poisson_process(lambda X, rate=rate: rate * shape(X), bounds, seed=3)
         model = gpkit.fit(GaussianCoxProcess(events, bounds, grid_size=60, num_landmarks=30, link="exp"))
         errors.append(float(((model.intensity(t)[0] / rate - shape(t)) ** 2).mean()))
     # fitted: 0.012 -> 0.0049; the untrained default lengthscale gives 0.050 -> 0.011
@@ -259,3 +259,18 @@ def test_bad_input():
         model.intensity(torch.rand(3, 1), level=1.5)
     with pytest.raises(ValueError, match="region_bounds"):
         model.expected_count(torch.tensor([[0.5], [0.2]]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("link", LINKS)
+def test_cuda(link, hermite):
+    from gpkit.acquisition import IdleTime, IntensityExpectedImprovement
+
+    device = torch.device("cuda")
+    model = gpkit.fit(_small(hermite.X.to(device), hermite.extras["bounds"].to(device), link), max_iter=10)
+    X = torch.linspace(0, 100, 7, device=device).unsqueeze(-1)
+    mean, lower, upper = model.intensity(X)
+    assert mean.device.type == "cuda" and (lower <= upper).all()
+    assert model.expected_count().mean.device.type == "cuda"
+    for acq in (IntensityExpectedImprovement(model), IdleTime(model, window=2.0, num_samples=16)):
+        assert acq(X.unsqueeze(-2)).device.type == "cuda"

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from gpkit import datasets as D
-from gpkit.cox import HermiteIntensity, poisson_process, polygon_contains, synthetic_point_process, window_contains
+from gpkit.cox import (
+    HermiteIntensity,
+    poisson_process,
+    polygon_contains,
+    synthetic_point_process,
+    window_contains,
+)
 from gpkit.datasets.point_processes import PP_SETS
 
 
