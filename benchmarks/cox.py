@@ -211,6 +211,11 @@ def _real(bench, cfg) -> dict:
                 heldout_loglik_spread=max(lls) - min(lls), fit_seconds=statistics.median(v[1] for v in vals),
                 peak_memory_mb=max(v[2] for v in vals), thinning_seeds=len(vals), iterations=max(v[3] for v in vals),
             )
+        if name == "clmfires":  # the fit-time target: all 8488 space-time events
+            meas, fitted = _timed(bench, _fit_gcp, ds.X, bounds, observed=observed, **cfg["model"].get(d, {}))
+            bench.add(f"{name} (all events, fit time)", "gpkit GCP (quadratic)", n=len(ds.X), d=d,
+                      fit_seconds=meas.seconds, peak_memory_mb=meas.peak_memory_mb, iterations=len(fitted.fit_history))
+            results["all events fit seconds"] = meas.seconds
         out[name] = results
     return out
 
@@ -296,9 +301,8 @@ def main(bench) -> None:
                  f"{statistics.mean(bo['grid search']):.1f} (mean over {len(bo['gpkit UCB'])} seeds; budget "
                  f"{cfg['bo_budget']}, a miss counts budget + 1).")
     if "clmfires" in real:
-        secs = statistics.median(v[1] for v in real["clmfires"]["gpkit GCP (quadratic)"])
-        lines.append(f"clmfires (space-time, {len(load('clmfires').X) // 2} training events after thinning): gpkit "
-                     f"quadratic fit {secs:.1f} s (target < 60 s for the 8k events).")
+        secs = real["clmfires"]["all events fit seconds"]
+        lines.append(f"clmfires (space-time, all 8488 events): gpkit quadratic fit {secs:.1f} s (target < 60 s).")
     bench.note("Targets: " + " ".join(lines))
     bench.note(
         "Setup: gpkit runs with its defaults (grid 200 / 64 / 20 cells per axis, Nyström landmarks 128 / 16 / 6 "
