@@ -143,8 +143,8 @@ class GaussianCoxProcess(Model):
         observed_volume = self.cell_volume * float(observed.sum())
         if covar_module is None:
             spacing = 1.0 / max(marks)  # below the landmark spacing the Nyström features ripple
-            base = gpytorch.kernels.RBFKernel(ard_num_dims=d, lengthscale_constraint=GreaterThan(spacing))
-            base.lengthscale = max(0.1, 2 * spacing)
+            base = gpytorch.kernels.RBFKernel(ard_num_dims=d, lengthscale_constraint=GreaterThan(spacing)).to(**tkw)
+            base.lengthscale = max(0.1, 2 * spacing)  # set in the events' dtype: the same start whatever the default
             covar_module = gpytorch.kernels.ScaleKernel(base)
         self.covar_module = covar_module.to(**tkw)
         # a: the mean rate (events per unit-cube volume), so that g is O(1) for every link
