@@ -40,7 +40,8 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
     gcp_seconds = time.perf_counter() - start
     mean, lower, upper = model.intensity(t)
     start = time.perf_counter()
-    lgcp = LGCPBaseline(GaussianCoxProcess(ds.X, bounds, grid_size=grid, num_landmarks=marks, link="exp"), marks).fit()
+    lgcp = LGCPBaseline(GaussianCoxProcess(ds.X, bounds, grid_size=grid, num_landmarks=marks, link="exp"), marks)
+    lgcp.fit(epochs=400 if quick else 3000)
     lgcp_seconds = time.perf_counter() - start
     base_mean = lgcp.intensity(t)[0]
     ise = float(((mean - truth) ** 2).mean() * 100)
