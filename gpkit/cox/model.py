@@ -305,7 +305,13 @@ class GaussianCoxProcess(Model):
     def loss(self) -> Tensor:
         """Negative Laplace log marginal likelihood per event (what :func:`gpkit.fit` minimises)."""
         self._cache = None
-        return -self.log_marginal_likelihood() / self.events.shape[0]
+        try:
+            return -self.log_marginal_likelihood() / self.events.shape[0]
+        except (torch.linalg.LinAlgError, RuntimeError, ValueError):
+            # a line-search trial at extreme hyperparameters (overflowing kernel, no feasible start): a large
+            # finite loss with zero gradient makes L-BFGS shorten the step instead of aborting the fit
+            self._warm = None
+            return 1e10 + sum(0.0 * p.sum() for p in self.parameters())
 
     def train(self, mode: bool = True):
         self._cache = None
