@@ -305,7 +305,9 @@ def _make_optimizer(obj, module: torch.nn.Module, opts: dict, total_steps: int):
     if opts["optimizer"] == "lbfgs":
         if sparse:
             raise ValueError("optimizer='lbfgs' cannot train parameters with sparse gradients; use 'adam'")
-        optimizer = torch.optim.LBFGS(params, lr=opts["lr"], max_iter=1, line_search_fn="strong_wolfe")
+        # one iteration per step; max_eval leaves the strong-Wolfe search its evaluations (torch's default,
+        # max_iter * 5 // 4 = 1, would accept any trial step unchecked)
+        optimizer = torch.optim.LBFGS(params, lr=opts["lr"], max_iter=1, max_eval=25, line_search_fn="strong_wolfe")
         optimizers = [optimizer]
     else:
         dense = [p for p in params if all(p is not q for q in sparse)]

@@ -53,38 +53,6 @@ def _grid(name: str, dtype: torch.dtype) -> dict[str, Tensor]:
     }
 
 
-def polygon_contains(polygons: list[Tensor], points: Tensor) -> Tensor:
-    """Even-odd point-in-polygon test (outer boundaries and holes alike).
-
-    :param polygons: list of ``k x 2`` vertex arrays (last vertex not repeated).
-    :param points: ``n x 2``.
-    :return: bool ``n``.
-    """
-    px, py = points[:, 0], points[:, 1]
-    inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
-    for poly in polygons:
-        poly = poly.to(points)
-        x0, y0 = poly[:, 0], poly[:, 1]
-        x1, y1 = poly[:, 0].roll(-1), poly[:, 1].roll(-1)
-        for j in range(poly.shape[0]):
-            crosses = (y0[j] > py) != (y1[j] > py)
-            x_at = x0[j] + (py - y0[j]) * (x1[j] - x0[j]) / (y1[j] - y0[j] + (y1[j] == y0[j]))
-            inside ^= crosses & (px < x_at)
-    return inside
-
-
-def window_contains(ds: Dataset, points: Tensor) -> Tensor:
-    """Whether ``points`` (``n x d``, same columns as ``ds.X``) lie in the observation window of ``ds``.
-
-    Uses the bounds for every column and, for polygonal windows, the polygons for the two spatial columns.
-    """
-    b = ds.extras["bounds"].to(points)
-    ok = ((points >= b[0]) & (points <= b[1])).all(-1)
-    if ds.extras.get("polygons"):
-        ok &= polygon_contains(ds.extras["polygons"], points[:, :2])
-    return ok
-
-
 def load_point_process(
     name: str, split: int = 0, dtype: torch.dtype = torch.float64, spacetime: bool | None = None
 ) -> Dataset:
@@ -95,7 +63,7 @@ def load_point_process(
     for the space-time sets (``clmfires``, ``nbfires`` (fires without a discovery time dropped),
     ``japan_earthquakes`` as (longitude, latitude, t)). ``extras["bounds"]`` is the ``2 x d`` box
     (window bounding box; time rounded out to whole years), ``extras["polygons"]`` the polygonal
-    window (list of ``k x 2``; test with :func:`window_contains`), ``extras["area"]`` the spatial
+    window (list of ``k x 2``; test with :func:`gpkit.cox.window_contains`), ``extras["area"]`` the spatial
     window area, ``extras["marks"]`` the other columns (numeric as tensors, text as numpy arrays) and
     ``extras["covariates"]`` the ``bei`` elevation/gradient grids (``x`` 201, ``y`` 101, ``values``
     101 x 201, pixel centres). There are no splits; ``y`` is ``None``.

@@ -12,7 +12,6 @@ from . import classification, embedded, manifolds, point_processes, sequential, 
 from .catalog import CATALOG, canonical_name
 from .dataset import Dataset
 from .pde_solutions import PDE_SOLUTIONS, load_pde
-from .point_patterns import INTENSITIES, synthetic_point_process
 from .synthetic import synthetic_classification, synthetic_gp
 from .vector_fields import mesh_vector_field, sphere_vector_field, torus_vector_field
 
@@ -35,6 +34,8 @@ class _Loader:
 
 
 def _build() -> dict[str, _Loader]:
+    from gpkit.cox.simulation import INTENSITIES, synthetic_point_process  # simulation lives with the model
+
     reg: dict[str, _Loader] = {}
     for name in uci.UCI_SETS:
         reg[name] = _Loader(uci.load_uci, {"name": name})

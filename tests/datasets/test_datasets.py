@@ -12,6 +12,7 @@ import gpkit.datasets as D
 from gpkit.datasets.catalog import CATALOG
 from gpkit.datasets.classification import CLASSIFICATION_SETS
 from gpkit.datasets.manifolds import MESHES
+from gpkit.cox import window_contains
 from gpkit.datasets.point_processes import PP_SETS
 from gpkit.datasets.registry import REGISTRY
 from gpkit.datasets.sequential import MAGNETIC_TRIALS
@@ -148,7 +149,7 @@ def test_point_process_events_in_window(name):
     assert ds.X.shape == (n, d) and ds.y is None
     b = ds.extras["bounds"]
     assert b.shape == (2, d) and (b[1] > b[0]).all()
-    assert D.window_contains(ds, ds.X).all()
+    assert window_contains(ds, ds.X).all()
     if tcol and space:
         other = D.load(name, spacetime=not spacetime)
         assert other.X.shape[1] == (2 if spacetime else 3)
@@ -166,13 +167,6 @@ def test_point_process_details():
     assert coal.X.shape == (191, 1) and coal.extras["bounds"].tolist() == [[1851.0], [1963.0]]
     with pytest.raises(ValueError, match="spacetime"):
         D.load("bei", spacetime=True)
-
-
-def test_polygon_contains_square_with_hole():
-    outer = torch.tensor([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
-    hole = torch.tensor([[1.0, 1.0], [1.0, 3.0], [3.0, 3.0], [3.0, 1.0]])
-    pts = torch.tensor([[0.5, 0.5], [2.0, 2.0], [5.0, 1.0], [3.5, 2.0]])
-    assert D.polygon_contains([outer, hole], pts).tolist() == [True, False, False, True]
 
 
 # ---------------------------------------------------------------- manifolds

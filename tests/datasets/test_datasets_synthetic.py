@@ -106,37 +106,6 @@ def test_pde_solutions():
         D.pde_solution("poisson1d")
 
 
-# ---------------------------------------------------------------- point patterns
-@pytest.mark.parametrize("name", ["sine1d", "bumps2d"])
-def test_poisson_process_counts(name):
-    counts = torch.tensor([float(len(D.synthetic_point_process(name, seed=s).X)) for s in range(60)])
-    expected = D.synthetic_point_process(name).extras["expected_count"]
-    assert abs(counts.mean() - expected) < 4 * math.sqrt(expected / 60)
-    assert abs(counts.var() / expected - 1) < 0.5  # Poisson: variance = mean
-
-
-def test_poisson_process_follows_intensity():
-    lam = lambda X: 1.0 + 9.0 * (X[:, 0] > 50)
-    bounds = torch.tensor([[0.0], [100.0]], dtype=torch.float64)
-    ev = D.poisson_process(lam, bounds, seed=0)
-    assert ((ev >= 0) & (ev <= 100)).all() and (ev[:, 0].diff() >= 0).all()
-    left = (ev[:, 0] <= 50).sum()
-    assert abs(left - 50) < 4 * math.sqrt(50) and abs(len(ev) - 550) < 4 * math.sqrt(550)
-    # a too small max_intensity is detected and enlarged, not silently wrong
-    ev2 = D.poisson_process(lam, bounds, seed=1, max_intensity=2.0)
-    assert abs((ev2[:, 0] > 50).sum() - 500) < 4 * math.sqrt(500)
-    with pytest.raises(ValueError, match="bounds"):
-        D.poisson_process(lam, torch.tensor([[1.0], [0.0]]))
-
-
-def test_hermite_intensity_is_seeded():
-    a, b = D.load("synthetic-hermite1d"), D.load("synthetic-hermite1d", seed=0)
-    assert torch.equal(a.X, b.X) and a.extras["bounds"].tolist() == [[0.0], [100.0]]
-    t = torch.linspace(0, 100, 50, dtype=torch.float64)[:, None]
-    assert (a.extras["intensity"](t) >= 0).all()
-    assert not torch.equal(D.HermiteIntensity(1)(t), a.extras["intensity"](t))
-
-
 # ---------------------------------------------------------------- vector fields
 @pytest.mark.parametrize("kind", ["smooth", "rotation"])
 def test_vector_fields_are_tangent(kind):

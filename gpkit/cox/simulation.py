@@ -1,15 +1,18 @@
-"""Point patterns with a known intensity: inhomogeneous Poisson processes simulated by thinning."""
+"""Point patterns with a known intensity: inhomogeneous Poisson processes simulated by thinning, Hermite and
+bump intensities, midpoint-rule integrals."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .dataset import Dataset
+if TYPE_CHECKING:
+    from gpkit.datasets.dataset import Dataset
 
 
 def hermite_functions(z: Tensor, num: int) -> Tensor:
@@ -138,6 +141,8 @@ def synthetic_point_process(
     :return: :class:`Dataset` with ``X`` the events, ``extras``: ``intensity`` (callable
         ``n x d -> n``), ``bounds`` (``2 x d``), ``expected_count`` (integral of the intensity).
     """
+    from gpkit.datasets.dataset import Dataset
+
     if intensity not in INTENSITIES:
         raise ValueError(f"intensity must be one of {sorted(INTENSITIES)}, got {intensity!r}")
     factory, box = INTENSITIES[intensity]
