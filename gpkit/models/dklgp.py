@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import gpytorch
 import torch
-from botorch.models.gpytorch import GPyTorchModel
+from botorch.exceptions.warnings import InputDataWarning
+from botorch.models.model import FantasizeMixin
+from botorch.models.transforms.input import InputTransform
+from botorch.models.transforms.outcome import OutcomeTransform
+from botorch.utils.types import DEFAULT
 from gpytorch.distributions import MultivariateNormal
-from gpytorch.likelihoods import GaussianLikelihood, Likelihood
-from gpytorch.models import ApproximateGP
+from gpytorch.likelihoods import Likelihood
+from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
 from gpkit import neighbors
-from gpkit.models._checks import check_training_data
-from gpkit.operators.incomplete_cholesky import gram_on_pattern, incomplete_reverse_cholesky
-from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator, canonical_pattern
+from gpkit.models.base import VariationalGPModel
+from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator
 from gpkit.variational.dkl_variational_strategy import DKLVariationalStrategy
 from gpkit.variational.sparse_cholesky_variational_distribution import SparseCholeskyVariationalDistribution
 
@@ -29,20 +35,50 @@ def _lengthscale(kernel) -> Tensor | None:
     return None
 
 
-def _check_inputs(train_X: Tensor, train_Y: Tensor) -> tuple[Tensor, Tensor]:
-    train_X, train_Y = check_training_data(train_X, train_Y)
-    train_Y = train_Y.squeeze(-1)
+def _merge_repeats(train_X: Tensor, train_Y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Distinct inputs (first occurrences, in order) and their observations.
+
+    :return: ``(X n_u x d, Y n_u x r, mask n_u x r)``: row ``j`` holds the ``r_j <= r`` targets observed at
+        ``X[j]`` (padding repeats the first target and is masked out).
+    """
     groups = neighbors.find_duplicates(train_X)
-    if groups:
-        raise ValueError(
-            f"train_X has {sum(len(g) - 1 for g in groups)} duplicate row(s) (e.g. rows {groups[0].tolist()}): "
-            "DKLGP needs distinct inputs (duplicates make the kernel matrix singular and break the maximin "
-            "ordering). Merge them first, e.g. average train_Y over repeated inputs."
-        )
-    return train_X, train_Y
+    n = train_X.shape[0]
+    if not groups:
+        return train_X, train_Y.unsqueeze(-1), torch.ones(n, 1, dtype=torch.bool, device=train_X.device)
+    first = torch.arange(n, device=train_X.device)
+    for g in groups:
+        first[g] = g[0]
+    keep = torch.nonzero(first == torch.arange(n, device=train_X.device)).squeeze(-1)
+    latent = torch.empty(n, dtype=torch.long, device=train_X.device)
+    latent[keep] = torch.arange(keep.numel(), device=train_X.device)
+    latent = latent[first]  # latent value of every observation
+    counts = torch.bincount(latent, minlength=keep.numel())
+    r = int(counts.max())
+    by_latent = torch.argsort(latent, stable=True)
+    slot = torch.arange(n, device=train_X.device) - (torch.cumsum(counts, 0) - counts)[latent[by_latent]]
+    Y = train_Y[keep].unsqueeze(-1).repeat(1, r)
+    mask = torch.zeros(keep.numel(), r, dtype=torch.bool, device=train_X.device)
+    Y[latent[by_latent], slot] = train_Y[by_latent]
+    mask[latent[by_latent], slot] = True
+    warnings.warn(
+        f"train_X has {n - keep.numel()} repeated row(s): DKLGP gives each distinct input one latent value "
+        "and keeps all its observations",
+        InputDataWarning,
+        stacklevel=3,
+    )
+    return train_X[keep], Y, mask
 
 
-class DKLGP(ApproximateGP, GPyTorchModel):
+def _check_option(value, name: str, kind, low=None, allow_none: bool = False):
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, kind) or (low is not None and value < low):
+        what = f"{'an int' if kind is int else 'a number'}{'' if low is None else f' >= {low}'}"
+        raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+class DKLGP(VariationalGPModel, FantasizeMixin):
     r"""Latent GP with the double-KL variational sparse inverse Cholesky approximation.
 
     The prior :math:`\mathcal N(\mu, K)` is replaced by :math:`\mathcal N(\mu, (UU^\top)^{-1})` with ``U`` the
@@ -50,34 +86,40 @@ class DKLGP(ApproximateGP, GPyTorchModel):
     posterior is approximated by :math:`\mathcal N(\nu, (VV^\top)^{-1})` with ``V`` on the same pattern.
     Train with :func:`gpkit.fit` (minibatches over columns); any one-dimensional likelihood works.
 
-    Prediction orders test points after the training points. A q-batch of test points (``q <= 64``) is
-    conditioned jointly on the union of their training neighbour sets, so ``posterior(X)`` returns a full
-    ``q x q`` covariance (GPyTorch's VNNGP returns a diagonal); larger inputs get independent marginals,
-    each conditioned on its own neighbours (the two agree for ``q = 1``).
+    Repeated inputs (as BO loops produce) share one latent value that keeps all their observations.
+    Prediction orders test points after the training points; ``posterior(X)`` is the exact joint of each
+    q-batch under that ordering (conditioned on the union of the members' training sets), and the
+    predictive mean is continuous in ``X`` (conditioning points are faded in and out smoothly).
+    :meth:`condition_on_observations` / ``fantasize`` order the new points last and condition exactly
+    (Gaussian likelihood), so qKnowledgeGradient and qMaxValueEntropy work.
 
-    :param train_X: ``n x d`` distinct training inputs.
+    :param train_X: ``n x d`` training inputs.
     :param train_Y: ``n x 1`` (or ``n``) targets.
     :param likelihood: a one-dimensional GPyTorch likelihood (default ``GaussianLikelihood``).
     :param covar_module: the kernel (default ``ScaleKernel(MaternKernel(1.5, ard_num_dims=d))``).
     :param mean_module: the prior mean (default ``ConstantMean``).
-    :param rho: pattern radius factor; ``m`` (average pattern size) grows like ``rho^d``.
-    :param max_size: cap on the pattern sizes ``|S_j|`` (nearest kept); ``"auto"``: ``max(32, 2 m)``, ``m``
-        the mean uncapped ``|S_j|`` (only the first, coarse-scale columns are that large); ``None``: no cap.
-    :param ancestor_size: cap on the ancestor sets ``A_j`` used for the solves with ``V`` (nearest kept,
-        always merged with ``S_j``); ``"auto"``: ``max(32, 4 m)`` with ``m`` the mean ``|S_j|``, which keeps
-        the cost per column independent of ``n``; ``None``: uncapped (exact ``A_j``, width grows like log n).
+    :param rho: pattern radius factor (>= 1); ``m`` (average pattern size) grows like ``rho^d``.
+    :param max_size: cap on the pattern sizes ``|S_j|`` (an int >= 2, nearest kept); ``"auto"``:
+        ``max(32, 2 m)``, ``m`` the mean uncapped ``|S_j|``; ``None``: no cap.
+    :param ancestor_size: cap on the ancestor sets ``A_j`` used for the solves with ``V`` (an int >= 2);
+        ``"auto"``: ``max(32, 4 m)``; ``None``: uncapped (exact ``A_j``, width grows like log n).
     :param diagonal: use a diagonal ``V`` ("DKL-D").
-    :param nugget: added to the kernel diagonal.
+    :param nugget: added to the kernel diagonal (the strategy's ``jitter_val``).
     :param init: ``"newton"`` (Newton steps for ``nu``, ``V = IC0(U U^T + W)``) or ``"prior"``
         (``V = U``, ``nu = mu``).
-    :param reorder_epoch: epoch after which the inputs are re-ordered with the learned lengthscales and
-        ``q`` re-initialised (``None``: never).
+    :param reorder_epoch: after this epoch (epochs count from 1) the inputs are re-ordered with the learned
+        lengthscales and ``q`` re-initialised (``None``: never).
+    :param refresh_epochs: after each of the first ``refresh_epochs`` epochs (``init="newton"`` only), ``q`` is
+        re-initialised by Newton/IC0 at the current hyperparameters, starting from the current ``nu`` (a
+        variational EM: Adam on the ELBO moves the hyperparameters, the refresh moves ``q`` to where the
+        hyperparameters' gradient is the marginal likelihood's); later epochs train ``q`` by the ELBO alone.
+        ``None`` or 0: never.
     :param sparse_grad: give the variational parameters sparse gradients, so that :func:`gpkit.fit` updates
-        them with ``torch.optim.SparseAdam`` and a step costs O(batch) instead of O(n m) (worth it for
-        n >= ~5e4 on a CPU; see ``gpkit bench dklgp``).
+        them with ``torch.optim.SparseAdam`` and a step costs O(batch) instead of O(n m).
+    :param input_transform: a BoTorch input transform (e.g. ``Normalize(d)``).
+    :param outcome_transform: a BoTorch outcome transform; default ``Standardize(m=1)`` for a Gaussian
+        likelihood (see :class:`~gpkit.models.base.VariationalGPModel`), ``None`` for none.
     """
-
-    _num_outputs = 1
 
     def __init__(
         self,
@@ -93,93 +135,90 @@ class DKLGP(ApproximateGP, GPyTorchModel):
         nugget: float = 1e-4,
         init: str = "newton",
         reorder_epoch: int | None = 5,
+        refresh_epochs: int | None = 30,
         sparse_grad: bool = False,
+        input_transform: InputTransform | None = None,
+        outcome_transform: OutcomeTransform | None = DEFAULT,
     ):
-        train_X, train_Y = _check_inputs(train_X, train_Y)
-        if not (max_size is None or max_size == "auto" or (isinstance(max_size, int) and max_size > 0)):
-            raise ValueError(f"max_size must be a positive int, 'auto' or None, got {max_size!r}")
-        if not (isinstance(rho, int | float) and rho >= 1.0):
-            raise ValueError(f"rho must be a number >= 1, got {rho!r}")
+        data = self.prepare_training_data(
+            train_X,
+            train_Y,
+            likelihood=likelihood,
+            covar_module=covar_module,
+            input_transform=input_transform,
+            outcome_transform=outcome_transform,
+        )
+        train_X, train_Y = data.X, data.Y.squeeze(-1)
         if init not in ("newton", "prior"):
             raise ValueError(f"init must be 'newton' or 'prior', got {init!r}")
-        _n, d = train_X.shape
+        _check_option(reorder_epoch, "reorder_epoch", int, low=1, allow_none=True)
+        _check_option(refresh_epochs, "refresh_epochs", int, low=0, allow_none=True)
+        _check_option(nugget, "nugget", int | float, low=0)
+        if mean_module is not None and not isinstance(mean_module, gpytorch.means.Mean):
+            raise TypeError(f"mean_module must be a gpytorch Mean, got {type(mean_module).__name__}")
+        latent_X, obs_Y, obs_mask = _merge_repeats(train_X, train_Y)
+        n, d = latent_X.shape
         if covar_module is None:
             covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=1.5, ard_num_dims=d))
         covar_module = covar_module.to(train_X)
-        self.rho, self.max_size, self.init, self.reorder_epoch = float(rho), max_size, init, reorder_epoch
-        if not (
-            ancestor_size is None
-            or ancestor_size == "auto"
-            or (isinstance(ancestor_size, int) and ancestor_size > 0)
-        ):
-            raise ValueError(f"ancestor_size must be a positive int, 'auto' or None, got {ancestor_size!r}")
-        self.ancestor_size = ancestor_size
-        X_ord, Y_ord, order, index, anc, dist = self._ordering(train_X, train_Y, _lengthscale(covar_module))
-        q = SparseCholeskyVariationalDistribution(
-            index, diagonal=diagonal, sparse_grad=sparse_grad, dtype=train_X.dtype, device=train_X.device
+        self.init, self.reorder_epoch, self.refresh_epochs = init, reorder_epoch, refresh_epochs
+        q = SparseCholeskyVariationalDistribution(n, diagonal=diagonal, sparse_grad=sparse_grad).to(train_X)
+        strategy = DKLVariationalStrategy(
+            self,
+            latent_X,
+            q,
+            jitter_val=float(nugget),
+            rho=rho,
+            lengthscale=_lengthscale(covar_module),
+            max_size=max_size,
+            ancestor_size=ancestor_size,
         )
-        strategy = DKLVariationalStrategy(self, X_ord, index, anc, q, test_sets=None, nugget=nugget)
-        super().__init__(strategy)
+        data.likelihood.to(train_X)
+        super().__init__(strategy, data)
         self.mean_module = (mean_module or gpytorch.means.ConstantMean()).to(train_X)
         self.covar_module = covar_module
-        self.likelihood = (likelihood or GaussianLikelihood()).to(train_X)
-        self.register_buffer("train_X", train_X)
-        self.register_buffer("train_Y_ordered", Y_ord)
-        self.register_buffer("order", order)
-        self.register_buffer("dist", dist)
-        strategy.test_sets = self._test_sets
+        # observations per distinct input (model space); rebuilt from the data, so not in the state_dict
+        self.register_buffer("obs_Y", obs_Y, persistent=False)
+        self.register_buffer("obs_mask", obs_mask, persistent=False)
         self.initialize_variational()
 
-    # --------------------------------------------------------------------------------- ordering
-    def _ordering(self, X: Tensor, Y: Tensor, lengthscale: Tensor | None):
-        order, dist = neighbors.maximin_order(X, lengthscale=lengthscale, duplicates="ignore")
-        self._order_lengthscale = lengthscale  # the units of dist, also used for the test sets
-        X_ord = X[order]
-        auto = self.max_size == "auto"
-        pat = neighbors.sparsity_pattern(
-            X_ord, dist, self.rho, max_size=None if auto else self.max_size, lengthscale=lengthscale
-        )
-        self.pattern_max_size = self.max_size
-        if auto:
-            self.pattern_max_size = max(32, int(2 * pat.mask.sum(-1).double().mean().ceil()))
-            if pat.index.shape[-1] > self.pattern_max_size:
-                pat = neighbors.sparsity_pattern(
-                    X_ord, dist, self.rho, max_size=self.pattern_max_size, lengthscale=lengthscale
-                )
-        if self.ancestor_size == "auto":
-            self.ancestor_max_size = max(32, int(4 * pat.mask.sum(-1).double().mean().ceil()))
-        else:
-            self.ancestor_max_size = self.ancestor_size
-        anc = neighbors.ancestor_sets(
-            X_ord, dist, self.rho, max_size=self.ancestor_max_size, lengthscale=lengthscale
-        )
-        index = canonical_pattern(pat.index, pat.mask)
-        return X_ord, Y[order], order, index, canonical_pattern(anc.index, anc.mask), dist.to(X)
+    def pointwise(self, observation_noise: bool = False) -> _Pointwise:
+        """A callable ``x (t x d) -> MultivariateNormal`` of each point's own marginal posterior (outcome
+        space, diagonal covariance), for evaluating many test points at once (``gpkit.metrics``): the same
+        as ``posterior(x.unsqueeze(-2))``, without forming a ``t x t`` joint."""
+        return _Pointwise(self, observation_noise)
 
-    def _test_sets(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Training conditioning sets and ancestor sets of test points ``x`` (``t x d``), canonical."""
-        X_ord, n = self.variational_strategy.inputs, self.num_data
-        kw = {"lengthscale": self._order_lengthscale}
-        pat = neighbors.test_pattern(X_ord, self.dist, x, self.rho, max_size=self.pattern_max_size, **kw)
-        anc = neighbors.test_ancestor_sets(
-            X_ord, self.dist, x, self.rho, max_size=self.ancestor_max_size, **kw
-        )
-        sets = torch.where(pat.mask & (pat.index < n), pat.index, -1).sort(dim=-1).values[:, 1:]
-        anc = torch.where(anc.mask & (anc.index < n), anc.index, -1).sort(dim=-1).values[:, 1:]
-        return sets, anc
+    # ------------------------------------------------------------------------------------ the data
+    @property
+    def order(self) -> Tensor:
+        """The strategy's ordering of the distinct training inputs."""
+        return self.variational_strategy.order
+
+    @property
+    def train_Y_ordered(self) -> Tensor:
+        """Targets per column of the strategy's ordering (the first observation of repeated inputs)."""
+        return self.obs_Y[self.order, 0]
+
+    def _observations(self, columns: Tensor) -> tuple[Tensor, Tensor]:
+        """Targets and their mask (``b x r``) of the strategy's ``columns``."""
+        rows = self.order[columns]
+        return self.obs_Y[rows], self.obs_mask[rows]
+
+    def _expected_log_lik(self, columns: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+        """``sum_r E_q log p(y_jr | f_j)`` per column (``b``)."""
+        Y, mask = self._observations(columns)
+        dist = MultivariateNormal(mean, DiagLinearOperator(var))
+        total = 0.0
+        for r in range(Y.shape[-1]):
+            total = total + self.likelihood.expected_log_prob(Y[:, r], dist) * mask[:, r]
+        return total
 
     def reorder(self) -> None:
-        """Re-order the training inputs with the current lengthscales, rebuild the patterns, re-initialise q
-        (the variational mean of each point is kept)."""
-        strategy = self.variational_strategy
-        nu_by_point = torch.empty_like(strategy.variational_distribution.variational_mean)
-        nu_by_point[self.order] = strategy.variational_distribution.variational_mean.detach()
-        lengthscale = _lengthscale(self.covar_module)
-        X_ord, Y_ord, order, index, anc, dist = self._ordering(self.train_X, self.train_Y, lengthscale)
-        strategy.set_pattern(X_ord, index, anc, test_sets=self._test_sets)
-        strategy.variational_distribution.set_pattern(index)
-        self.train_Y_ordered, self.order, self.dist = Y_ord, order, dist
-        self.initialize_variational(nu=nu_by_point[order])
+        """Re-order the inputs with the current lengthscales (the strategy rebuilds its sets) and re-initialise
+        ``q``, keeping the variational mean of each point."""
+        self.variational_strategy.reorder(_lengthscale(self.covar_module))
+        if self.init == "newton":
+            self.initialize_variational(nu=self.variational_strategy.variational_mean)
 
     # ------------------------------------------------------------------------------ initialise q
     @torch.no_grad()
@@ -187,20 +226,16 @@ class DKLGP(ApproximateGP, GPyTorchModel):
         """``V = U``, ``nu = mu`` (or ``nu``); with ``init="newton"``: Newton steps (CG solves with the sparse
         precision ``U U^T + W``, backtracking) to the posterior mode ``f``, ``nu = f`` and
         ``V = IC0(U U^T + W)`` (``W``: negative likelihood curvature at ``f``)."""
-        strategy, q = self.variational_strategy, self.variational_strategy.variational_distribution
-        u = strategy.prior_factor_all()
-        strategy._frozen_prior(values=u)  # cached for training if the kernel is frozen
-        mu = self.mean_module(strategy.inputs)
-        q.initialize_from_prior(strategy.index, u, mean=mu if nu is None else nu)
+        strategy = self.variational_strategy
+        strategy.initialize_from_prior(nu)
         if self.init != "newton":
             return
-        U = SparseTriangularLinearOperator(strategy.index, u)
+        index, u = strategy.index, strategy.prior_factor()
+        mu = self.mean_module(strategy.inputs)
+        U = SparseTriangularLinearOperator(index, u)
         prec = lambda v: U._matmul(U._t_matmul(v.unsqueeze(-1))).squeeze(-1)
-        f = q.variational_mean.clone()
-        solve = _newton_solver(strategy.index, u)
-        diag_uut = torch.zeros_like(f).index_add(
-            0, strategy.index.clamp_min(0).reshape(-1), u.square().reshape(-1)
-        )
+        f = strategy.variational_mean.clone()
+        solve = _newton_solver(index, u)
         objective = lambda f: self._loglik(f).sum() - 0.5 * U._t_matmul((f - mu).unsqueeze(-1)).square().sum()
         best = objective(f)
         for _ in range(newton_steps):
@@ -216,18 +251,13 @@ class DKLGP(ApproximateGP, GPyTorchModel):
             f, best = f + step, value
             if step.abs().max() < 1e-6:
                 break
-        w = self._loglik_derivatives(f)[1]
-        if q.diagonal:
-            # mean-field optimum for a Gaussian likelihood: V_jj^2 = (U U^T)_jj + w_j
-            q.initialize_from_factor((diag_uut + w).sqrt().unsqueeze(-1), f)
-            return
-        # V = IC0(U U^T + diag(w)) on the pattern: the precision of the Laplace approximation at f
-        P = gram_on_pattern(strategy.index, u, w)
-        q.initialize_from_factor(incomplete_reverse_cholesky(strategy.index, P), f)
+        strategy.initialize_laplace(f, self._loglik_derivatives(f)[1], u=u)
 
     def _loglik(self, f: Tensor) -> Tensor:
-        """``log p(y_j | f_j)`` per training point (model ordering)."""
-        return self.likelihood.forward(f).log_prob(self.train_Y_ordered)
+        """``sum_r log p(y_jr | f_j)`` per column of the strategy's ordering."""
+        Y, mask = self._observations(torch.arange(f.shape[-1], device=f.device))
+        dist = self.likelihood.forward(f)
+        return sum(dist.log_prob(Y[:, r]) * mask[:, r] for r in range(Y.shape[-1]))
 
     def _loglik_derivatives(self, f: Tensor) -> tuple[Tensor, Tensor]:
         """Gradient and (clamped, positive) negative second derivative of ``log p(y | f)`` per point."""
@@ -242,69 +272,86 @@ class DKLGP(ApproximateGP, GPyTorchModel):
     def forward(self, x: Tensor) -> MultivariateNormal:
         return MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-    def prior_mean_covar(self, x: Tensor, covar: bool = True) -> tuple[Tensor, Tensor | None]:
-        """Prior mean and (if ``covar``) dense kernel matrix at ``x``, as :meth:`forward` gives them but
-        without building a distribution (the strategy's per-minibatch fast path)."""
-        if type(self).forward is not DKLGP.forward:  # a subclass with its own prior
-            prior = self.forward(x)
-            return prior.mean, prior.lazy_covariance_matrix.to_dense() if covar else None
-        if not covar:
-            return self.mean_module(x), None
-        with gpytorch.settings.lazily_evaluate_kernels(False):
-            return self.mean_module(x), self.covar_module(x).to_dense()
-
-    @property
-    def train_inputs(self) -> tuple[Tensor]:
-        return (self.train_X,)
-
-    @property
-    def train_Y(self) -> Tensor:
-        Y = torch.empty_like(self.train_Y_ordered)
-        Y[self.order] = self.train_Y_ordered
-        return Y
-
-    @property
-    def train_targets(self) -> Tensor:
-        return self.train_Y
+    def __call__(self, inputs: Tensor | None = None, prior: bool = False, **kwargs):
+        if inputs is None:
+            return self.variational_strategy(None, prior=prior, **kwargs)
+        return super().__call__(inputs, prior=prior, **kwargs)
 
     # ----------------------------------------------------------------------------- gpkit.fit
     @property
     def num_data(self) -> int:
-        return self.train_X.shape[0]
+        """Training columns (distinct inputs) for :func:`gpkit.fit`'s minibatches."""
+        return self.variational_strategy.num_data
+
+    @property
+    def num_observations(self) -> int:
+        return self._train_Y.shape[0]
 
     @property
     def fit_defaults(self) -> dict:
-        return {"epochs": 40, "lr": 0.01, "batch_size": 128, "schedule": "cosine"}
+        # at least ~300 optimizer steps: small n (BO) gets more epochs
+        batches = math.ceil(self.num_data / 128)
+        return {
+            "epochs": max(40, math.ceil(300 / batches)),
+            "lr": 0.03,
+            "batch_size": 128,
+            "schedule": "cosine",
+        }
 
     def sparse_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters with sparse gradients (for ``torch.optim.SparseAdam`` in :func:`gpkit.fit`)."""
-        q = self.variational_strategy.variational_distribution
+        q = self.variational_strategy._variational_distribution
         return [q.raw_values, q.raw_mean] if q.sparse_grad else []
 
     def batch_loss(self, index: Tensor) -> Tensor:
-        """``-ELBO_estimate / n`` from the columns ``index`` (positions in the model's ordering)."""
-        output = self(None, index=index)
-        mll = gpytorch.mlls.VariationalELBO(self.likelihood, self, num_data=self.num_data)
-        return -mll(output, self.train_Y_ordered[index])
+        """``-ELBO_estimate / n_obs`` from the columns ``index`` (positions in the strategy's ordering)."""
+        strategy = self.variational_strategy
+        output = strategy(None, index=index)
+        ell = self._expected_log_lik(index, output.mean, output.variance).sum() * (
+            self.num_data / index.numel()
+        )
+        kl = strategy.kl_divergence()
+        return -(ell - kl + self._log_priors()) / self.num_observations
+
+    def _log_priors(self) -> Tensor | float:
+        """Sum of the registered priors' log densities (as ``VariationalELBO`` adds them)."""
+        total = 0.0
+        for _, module, prior, closure, _ in self.named_priors():
+            total = total + prior.log_prob(closure(module)).sum()
+        return total
 
     def elbo(self) -> Tensor:
-        """The full-batch ELBO (sum over all columns; O(n) work)."""
+        """The full-batch ELBO (sum over all columns and observations; O(n) work)."""
         strategy = self.variational_strategy
         total = 0.0
-        for c in torch.arange(self.num_data, device=self.train_X.device).split(strategy.chunk_size):
+        for c in torch.arange(self.num_data, device=self._train_X.device).split(strategy.chunk_size):
             mean, var, kl = strategy.column_terms(c)
-            ell = self.likelihood.expected_log_prob(
-                self.train_Y_ordered[c], MultivariateNormal(mean, torch.diag_embed(var))
-            )
-            total = total + ell.sum() - kl.sum()
+            total = total + self._expected_log_lik(c, mean, var).sum() - kl.sum()
         return total
 
     def on_epoch_end(self, epoch: int) -> bool:
-        self.variational_strategy._kl_estimate = None
-        if self.reorder_epoch is not None and epoch + 1 == self.reorder_epoch:
+        """Re-order after epoch ``reorder_epoch`` (epochs count from 1; True: the parameters were replaced),
+        else refresh ``q`` after each of the first ``refresh_epochs`` epochs (in place)."""
+        if self.reorder_epoch is not None and epoch == self.reorder_epoch:
             self.reorder()
             return True
+        if self.init == "newton" and self.refresh_epochs and epoch <= self.refresh_epochs:
+            self.initialize_variational(nu=self.variational_strategy.variational_mean)
         return False
+
+
+class _Pointwise:
+    def __init__(self, model: DKLGP, observation_noise: bool):
+        self.model, self.observation_noise = model, observation_noise
+
+    def eval(self) -> _Pointwise:
+        self.model.eval()
+        return self
+
+    def __call__(self, x: Tensor) -> MultivariateNormal:
+        post = self.model.posterior(x.unsqueeze(-2), observation_noise=self.observation_noise)
+        mean, var = post.mean.reshape(x.shape[:-1]), post.variance.reshape(x.shape[:-1])
+        return MultivariateNormal(mean, DiagLinearOperator(var))
 
 
 def _newton_solver(index: Tensor, u: Tensor):

@@ -17,6 +17,7 @@ model can reject or merge them.
 
 from gpkit.neighbors.nearest import knn, previous_knn
 from gpkit.neighbors.ordering import find_duplicates, maximin_order
+from gpkit.neighbors.structure import MaximinStructure
 from gpkit.neighbors.pattern import (
     Pattern,
     ancestor_sets,
@@ -26,6 +27,7 @@ from gpkit.neighbors.pattern import (
 )
 
 __all__ = [
+    "MaximinStructure",
     "Pattern",
     "ancestor_sets",
     "find_duplicates",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from linear_operator.operators import DenseLinearOperator, LinearOperator
+from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -266,9 +267,77 @@ class SparseTriangularLinearOperator(LinearOperator):
         dense = dense.reshape(*vals.shape[:-2], n, n)
         return dense.mT if self.transposed else dense
 
-    def solve_triangular(self, rhs: Tensor) -> Tensor:
-        """Exact ``F^{-1} rhs`` (``F^{-T} rhs`` if transposed) via a dense triangular solve (small ``n``)."""
-        return torch.linalg.solve_triangular(self.to_dense(), rhs, upper=not self.transposed)
+    def solve_triangular(
+        self, rhs: Tensor, upper: bool | None = None, left: bool = True, unitriangular: bool = False
+    ) -> Tensor:
+        """Exact ``F^{-1} rhs`` (``F^{-T} rhs`` if transposed) by a triangular solve (``rhs``: ``... x n x k``);
+        ``left=False`` solves ``X F = rhs``.
+
+        The factor is densified (O(n^2) memory): for the moderate ``n`` at which a global solve is wanted;
+        DKLGP itself only ever solves with small principal blocks (:func:`block_solve`).
+
+        :param upper: must match the operator (``not transposed``) if given.
+        """
+        if upper is not None and upper != (not self.transposed):
+            raise ValueError(
+                f"upper={upper}: this operator is {'lower' if self.transposed else 'upper'} triangular"
+            )
+        return torch.linalg.solve_triangular(
+            self.to_dense(), rhs, upper=not self.transposed, left=left, unitriangular=unitriangular
+        )
+
+    def _solve(self, rhs: Tensor, preconditioner=None, num_tridiag: int = 0) -> Tensor:
+        # a triangular solve, not CG (which assumes a symmetric positive definite operator)
+        if num_tridiag:
+            raise NotImplementedError("SparseTriangularLinearOperator is not symmetric: no tridiagonal terms")
+        return self.solve_triangular(rhs)
+
+    def solve(self, right_tensor: Tensor, left_tensor: Tensor | None = None) -> Tensor:
+        """``F^{-1} right`` (or ``left F^{-1} right``), differentiable in the values and the right-hand side."""
+        squeeze = right_tensor.dim() == 1
+        rhs = right_tensor.unsqueeze(-1) if squeeze else right_tensor
+        res = self.solve_triangular(rhs)
+        if squeeze:
+            res = res.squeeze(-1)
+        return res if left_tensor is None else left_tensor @ res
+
+    def inv_quad_logdet(
+        self, inv_quad_rhs: Tensor | None = None, logdet: bool = False, reduce_inv_quad: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """``rhs^T F^{-1} rhs`` by a triangular solve and ``log det F = sum_j log F_jj`` (NaN if the
+        determinant is negative, as for linear_operator's ``TriangularLinearOperator``)."""
+        empty = torch.empty(0, dtype=self.dtype, device=self.device)
+        inv_quad = empty
+        if inv_quad_rhs is not None:
+            rhs = inv_quad_rhs.unsqueeze(-1) if inv_quad_rhs.dim() == 1 else inv_quad_rhs
+            inv_quad = (rhs * self.solve(rhs)).sum(-2)
+            if reduce_inv_quad:
+                inv_quad = inv_quad.sum(-1)
+        logdet_term = empty
+        if logdet:
+            diag = self._diagonal()
+            logdet_term = diag.abs().log().sum(-1)
+            logdet_term = torch.where(torch.sign(diag).prod(-1) < 0, float("nan"), logdet_term)
+        return inv_quad, logdet_term
+
+    def to(self, *args, **kwargs) -> SparseTriangularLinearOperator:
+        """Move/cast the values (the index stays an integer tensor)."""
+        values = self.values.to(*args, **kwargs)
+        return SparseTriangularLinearOperator(
+            self.index.to(values.device), values, transposed=self.transposed
+        )
+
+    def type(self, dtype: torch.dtype) -> SparseTriangularLinearOperator:
+        return self.to(dtype)
+
+    def _cholesky(self, upper: bool = False):
+        raise NotPSDError("SparseTriangularLinearOperator is not symmetric: no Cholesky decomposition")
+
+    def _root_decomposition(self):
+        raise NotPSDError("SparseTriangularLinearOperator is not symmetric: no root decomposition")
+
+    def _root_inv_decomposition(self, initial_vectors=None, test_vectors=None):
+        raise NotPSDError("SparseTriangularLinearOperator is not symmetric: no inverse root decomposition")
 
     def _bilinear_derivative(self, left_vecs: Tensor, right_vecs: Tensor) -> tuple:
         # d/dvalues of sum(left * F right): F[index[j,r], j] contributes left[index[j,r]] * right[j]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import torch
 from gpytorch.distributions import MultivariateNormal
-from gpytorch.module import Module
+from gpytorch.utils.errors import CachingError
+from gpytorch.utils.memoize import add_to_cache, cached, get_from_cache
+from gpytorch.variational import _VariationalStrategy
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
+from gpkit.neighbors.structure import MaximinStructure
+from gpkit.operators.incomplete_cholesky import gram_on_pattern, incomplete_reverse_cholesky
 from gpkit.operators.sparse_triangular import (
     block_entries,
     block_solve,
@@ -21,122 +25,187 @@ from gpkit.variational.sparse_inverse_cholesky import inverse_cholesky_last_colu
 __all__ = ["DKLVariationalStrategy"]
 
 
-class DKLVariationalStrategy(Module):
+class DKLVariationalStrategy(_VariationalStrategy):
     r"""Variational strategy of DKLGP: prior :math:`\mathcal N(\mu, (UU^\top)^{-1})` with ``U`` the KL-optimal
     sparse inverse Cholesky factor, posterior :math:`q = \mathcal N(\nu, (VV^\top)^{-1})`.
 
+    The inducing points are the ``n`` (distinct) training inputs. The strategy owns their neighbour
+    structure (:class:`gpkit.neighbors.MaximinStructure`: maximin ordering, patterns ``S_j``, ancestor sets
+    ``A_j``, test-time sets); ``inducing_points`` holds them in that ordering and ``order`` maps back.
+
     Training (``strategy(None, index=J)``, ``J`` a minibatch of columns in the strategy's ordering, or
-    ``strategy(train_X[batch])``) returns
-    the marginals :math:`q(f_j)` and caches the unbiased column-sum KL estimate
-    :math:`\frac{n}{b}\sum_{j\in J}\mathrm{KL}_j`, so ``gpytorch.mlls.VariationalELBO(num_data=n)`` gives an
-    unbiased ELBO/n estimate. Solves with ``V`` use only the block ``V[A_j, A_j]`` (``A_j``: ancestor set).
-    Evaluation (``strategy(x)``) orders test points after the training points and returns the joint
-    predictive over each q-batch (``q <= joint_max``), else independent marginals.
+    ``strategy(train_X[batch])``) returns the marginals :math:`q(f_j)` and caches the unbiased column-sum KL
+    estimate :math:`\frac{n}{b}\sum_{j\in J}\mathrm{KL}_j` for :meth:`kl_divergence` (GPyTorch's memo, as
+    ``NNVariationalStrategy`` does), so ``gpytorch.mlls.VariationalELBO(num_data=n)`` is an unbiased ELBO/n
+    estimate. Solves with ``V`` use only the block ``V[A_j, A_j]``. Outside training :meth:`kl_divergence` is
+    the full column sum.
+
+    Evaluation (``strategy(x)``) orders test points after the training points: each q-batch is conditioned
+    jointly on the union of its members' training sets (exact joint covariance at any ``q``; a clear error
+    when the union exceeds ``max_joint`` points). Points near the edge of a test point's set are faded out
+    smoothly, so the predictive mean is continuous in ``x``.
 
     :param model: the ``ApproximateGP``; its ``forward(x)`` gives the prior mean and covariance.
-    :param inputs: ``n x d`` training inputs in the factor's ordering.
-    :param index: ``n x m`` canonical pattern ``S`` of ``U`` (and ``V``).
-    :param ancestors: ``n x a`` canonical ancestor sets ``A_j`` (``A_j`` is merged with ``S_j``).
-    :param variational_distribution: a :class:`SparseCholeskyVariationalDistribution`.
-    :param test_sets: callable ``x (t x d) -> (sets t x m, ancestors t x a)``: canonical conditioning sets of
-        test points in the training set and their ancestor sets (``A_*``, used for the solves with ``V``);
-        ``None`` = all training points (exact, small ``n`` only).
-    :param nugget: added to the kernel diagonal.
-    :param joint_max: largest q-batch predicted jointly.
-    :param chunk_size: test points per batched prediction / columns per chunk of the full KL.
-    :param group_size: training columns per group of similar ancestor-set size (less padding; only used
-        when the widest ancestor set exceeds 64 and the block entries are not cached).
+    :param inducing_points: ``n x d`` distinct training inputs.
+    :param variational_distribution: a :class:`SparseCholeskyVariationalDistribution` over ``n`` values.
+    :param learn_inducing_locations: must be False (the inducing points are the data).
+    :param jitter_val: nugget added to the kernel diagonal.
+    :param rho: pattern radius factor (see :class:`~gpkit.neighbors.MaximinStructure`).
+    :param lengthscale: ARD lengthscales the ordering and sets are computed with.
+    :param max_size: cap on ``|S_j|`` (``"auto"``, an int >= 2, or ``None``).
+    :param ancestor_size: cap on ``|A_j|`` (``"auto"``, an int >= 2, or ``None``).
+    :param max_joint: largest number of training points a q-batch may be conditioned on jointly.
+    :param chunk_size: columns per chunk of the full KL.
+    :param group_size: training columns per group of similar ancestor-set size (used only when the widest
+        ancestor set exceeds 64 and the block index maps are not cached).
     :param prior_groups: a minibatch's prior factor columns are computed in this many groups of similar
-        ``|S_j|`` (each padded to its own widest set: less padded kernel and Cholesky work).
-    :param cache_bytes: memory allowed for the per-column index maps of the blocks ``V[A_j, A_j]`` (built once
-        per pattern; above it they are recomputed for each minibatch).
+        ``|S_j|`` (each padded to its own widest set).
+    :param cache_bytes: memory allowed for the per-column index maps of the blocks ``V[A_j, A_j]``.
+    :param structure: a ready neighbour structure to use instead of building one (e.g.
+        :meth:`~gpkit.neighbors.MaximinStructure.from_sets`).
     """
 
     def __init__(
         self,
         model,
-        inputs: Tensor,
-        index: Tensor,
-        ancestors: Tensor,
+        inducing_points: Tensor,
         variational_distribution: SparseCholeskyVariationalDistribution,
-        test_sets=None,
-        nugget: float = 1e-4,
-        joint_max: int = 64,
+        learn_inducing_locations: bool = False,
+        jitter_val: float = 1e-4,
+        rho: float = 1.5,
+        lengthscale: Tensor | None = None,
+        max_size: int | str | None = "auto",
+        ancestor_size: int | str | None = "auto",
+        max_joint: int = 4096,
         chunk_size: int = 256,
         group_size: int = 32,
         prior_groups: int = 2,
         cache_bytes: int = 2**28,
+        structure: MaximinStructure | None = None,
     ):
-        super().__init__()
-        object.__setattr__(self, "_model", model)  # back-reference, not a submodule
-        self._variational_distribution = variational_distribution
-        self.test_sets = test_sets
-        self.nugget = nugget
-        self.joint_max = joint_max
+        if learn_inducing_locations:
+            raise ValueError(
+                "learn_inducing_locations: DKLVariationalStrategy's inducing points are the data"
+            )
+        if not isinstance(variational_distribution, SparseCholeskyVariationalDistribution):
+            raise TypeError(
+                "variational_distribution must be a SparseCholeskyVariationalDistribution, "
+                f"got {type(variational_distribution).__name__}"
+            )
+        if inducing_points.dim() != 2:
+            raise ValueError(f"inducing_points must be n x d, got shape {tuple(inducing_points.shape)}")
+        if variational_distribution.num_data != inducing_points.shape[0]:
+            raise ValueError(
+                f"variational_distribution has {variational_distribution.num_data} values but there are "
+                f"{inducing_points.shape[0]} inducing points"
+            )
+        if not (isinstance(max_joint, int) and max_joint >= 1):
+            raise ValueError(f"max_joint must be a positive int, got {max_joint!r}")
+        self.rho, self.max_size, self.ancestor_size = rho, max_size, ancestor_size
+        if structure is None:
+            structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size)
+        super().__init__(
+            model,
+            structure.inputs,
+            variational_distribution,
+            learn_inducing_locations=False,
+            jitter_val=jitter_val,
+        )
+        self.max_joint = max_joint
         self.chunk_size = chunk_size
         self.group_size = group_size
         self.prior_groups = prior_groups
         self.cache_bytes = cache_bytes
-        self.register_buffer("inputs", inputs)
-        self.register_buffer("index", index)
-        self.register_buffer("ancestors", union_sets(torch.cat([ancestors, index], dim=-1)))
-        self._kl_estimate: Tensor | None = None
-        self._lookup: dict | None = None
-        self._plan: tuple | None = None
-        self._prior_cache: tuple | None = None
+        self.register_buffer("unordered_points", inducing_points.detach().clone())
+        self.register_buffer("order", structure.order)
+        self.register_buffer("order_lengthscale", _as_buffer(lengthscale, inducing_points))
+        # the sets move with the model (.to) but are not saved: they are rebuilt from order_lengthscale
+        self.register_buffer("index", structure.index, persistent=False)
+        self.register_buffer("ancestors", structure.ancestors, persistent=False)
+        self._set_structure(structure)
+
+    # ------------------------------------------------------------------------------ neighbour structure
+    def _set_structure(self, structure: MaximinStructure) -> None:
+        self.structure = structure
+        self.inducing_points = structure.inputs
+        self.order = structure.order
+        self.index, self.ancestors = structure.index, structure.ancestors
+        q = self._variational_distribution
+        q.set_pattern(structure.index.to(q.index.device))
+        self._plan = None
+        self._lookup = None
 
     @property
-    def model(self):
-        return self._model
-
-    @property
-    def variational_distribution(self) -> SparseCholeskyVariationalDistribution:
-        return self._variational_distribution
+    def inputs(self) -> Tensor:
+        """``n x d`` inducing points in the ordering."""
+        return self.inducing_points
 
     @property
     def num_data(self) -> int:
-        return self.inputs.shape[-2]
+        return self.inducing_points.shape[-2]
 
-    def set_pattern(self, inputs: Tensor, index: Tensor, ancestors: Tensor, test_sets=None) -> None:
-        """Replace the ordering/pattern (after re-ordering); the caller re-initialises ``q``."""
-        self.inputs, self.index = inputs, index
-        self.ancestors = union_sets(torch.cat([ancestors, index], dim=-1))
-        self.test_sets = test_sets
-        self._kl_estimate = None
-        self._lookup = None
+    @property
+    def variational_mean(self) -> Tensor:
+        """``nu`` in the ordering (``n``)."""
+        return self._variational_distribution.variational_mean
+
+    @torch.no_grad()
+    def reorder(self, lengthscale: Tensor | None) -> None:
+        """Re-order with new lengthscales and rebuild the sets; ``q`` is reset to ``V = U`` with each point's
+        variational mean kept."""
+        nu_by_point = torch.empty_like(self.variational_mean)
+        nu_by_point[self.order] = self.variational_mean
+        structure = MaximinStructure(
+            self.unordered_points, self.rho, lengthscale, self.max_size, self.ancestor_size
+        )
+        self.order_lengthscale = _as_buffer(lengthscale, self.unordered_points)
+        self._set_structure(structure)
+        self.initialize_from_prior(nu_by_point[self.order])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the sets are not stored: rebuild them from the lengthscales the saved model was ordered with
+        key = prefix + "order_lengthscale"
+        if key in state_dict:
+            saved = state_dict[key].to(self.order_lengthscale)
+            if saved.shape != self.order_lengthscale.shape or not torch.equal(saved, self.order_lengthscale):
+                with torch.no_grad():
+                    self.reorder(None if saved.numel() == 0 else saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._plan = None
-        self._prior_cache = None
 
     # ----------------------------------------------------------------------------------------- prior
+    @property
+    @cached(name="prior_distribution_memo")
+    def prior_distribution(self) -> MultivariateNormal:
+        """The dense prior at the inducing points (O(n^2); the strategy itself uses the sparse factor)."""
+        out = self.model.forward(self.inducing_points)
+        return MultivariateNormal(out.mean, out.lazy_covariance_matrix.add_jitter(self.jitter_val))
+
+    def _prior_mean_covar(self, x: Tensor, covar: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Prior mean and (if ``covar``) dense covariance at ``x`` (``b x m x d``) from the model's forward."""
+        prior = self.model.forward(x)  # the covariance of a gpytorch forward is lazy: evaluated only if used
+        return prior.mean, prior.lazy_covariance_matrix.to_dense() if covar else None
+
     def _prior_blocks(self, sets: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Prior mean and masked covariance over ``inputs[sets]`` (then ``extra`` points, if given)."""
         Xs = self.inputs[sets.clamp_min(0)]  # shape: (b, m, d)
         valid = sets >= 0
         if extra is not None:
-            Xs = torch.cat([Xs, extra], dim=-2)
+            Xs = torch.cat([Xs.to(extra), extra], dim=-2)
             valid = torch.cat(
                 [valid, torch.ones(extra.shape[:-1], dtype=torch.bool, device=valid.device)], -1
             )
         mean, K = self._prior_mean_covar(Xs)
-        return mean.expand(valid.shape), masked_blocks(K, valid, self.nugget)
-
-    def _prior_mean_covar(self, x: Tensor, covar: bool = True) -> tuple[Tensor, Tensor | None]:
-        """Prior mean and (if ``covar``) dense covariance at ``x`` (``b x m x d``), through the model's
-        ``prior_mean_covar`` if it has one (skips building a distribution), else its ``forward``."""
-        fast = getattr(self.model, "prior_mean_covar", None)
-        if fast is not None:
-            return fast(x, covar=covar)
-        prior = self.model.forward(x)  # the covariance of a gpytorch forward is lazy: evaluated only if used
-        return prior.mean, prior.lazy_covariance_matrix.to_dense() if covar else None
+        return mean.expand(valid.shape), masked_blocks(K, valid, self.jitter_val)
 
     def prior_factor_columns(self, columns: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Values of ``U[S_j, j]`` (``b x m``) and the prior mean on ``S_j`` (``b x m``) for ``columns``."""
         return self._prior_factor(self.index if columns is None else self.index[columns])
 
     @torch.no_grad()
-    def prior_factor_all(self, chunk_size: int = 1024) -> Tensor:
-        """Values of ``U`` for all columns (``n x m``, no gradient), in chunks of similar ``|S_j|``, each
-        trimmed to its widest set."""
+    def prior_factor(self, chunk_size: int = 1024) -> Tensor:
+        """Values of ``U`` for all columns (``n x m`` aligned with :attr:`index`, no gradient), in chunks of
+        similar ``|S_j|``, each trimmed to its widest set."""
         n, m = self.index.shape
         u = torch.zeros(n, m, dtype=self.inputs.dtype, device=self.inputs.device)
         for c in (self.index >= 0).sum(-1).argsort().split(chunk_size):
@@ -149,47 +218,10 @@ class DKLVariationalStrategy(Module):
         u = inverse_cholesky_last_column(K)
         return u * (sets >= 0).to(u.dtype), mean
 
-    def _frozen_parameters(self) -> list[Tensor] | None:
-        """The parameters that can change the prior covariance (the model's, less ``q``'s, ``mean_module``'s
-        and ``likelihood``'s), or ``None`` if any of them needs a gradient."""
-        skip = {id(p) for p in self.parameters()}
-        for name in ("mean_module", "likelihood"):
-            module = getattr(self.model, name, None)
-            if isinstance(module, torch.nn.Module):
-                skip.update(id(p) for p in module.parameters())
-        params = [p for p in self.model.parameters() if id(p) not in skip]
-        return None if any(p.requires_grad for p in params) else params
-
-    def _frozen_prior(self, values: Tensor | None = None) -> Tensor | None:
-        """``U``'s values for all columns (``n x m``), cached while the prior covariance is frozen (its
-        parameters need no gradient and keep their values, compared with a snapshot); ``None`` otherwise.
-        ``values``: freshly computed ``U`` to store (skips the computation)."""
-        params = self._frozen_parameters()
-        if params is None:
-            return None
-        key = (self.inputs.data_ptr(), self.index.data_ptr(), tuple(self.index.shape), self.nugget)
-        cache = self._prior_cache
-        if (
-            values is None
-            and cache is not None
-            and cache[0] == key
-            and len(cache[1]) == len(params)
-            and all(torch.equal(a, p) for a, p in zip(cache[1], params))
-        ):
-            return cache[2]
-        u = self.prior_factor_all() if values is None else values.detach()
-        self._prior_cache = (key, [p.detach().clone() for p in params], u)
-        return u
-
     def _prior_columns(self, columns: Tensor, sets: Tensor) -> tuple[Tensor, Tensor]:
         """``U[S_j, j]`` and the prior mean on ``S_j`` (``b x w`` each) for the training ``columns`` with
-        trimmed ``sets`` (``b x w``): from the cache if the prior covariance is frozen, else computed in
-        ``prior_groups`` groups of similar ``|S_j|``."""
+        trimmed ``sets`` (``b x w``), computed in ``prior_groups`` groups of similar ``|S_j|``."""
         w = sets.shape[-1]
-        frozen = self._frozen_prior()
-        if frozen is not None:
-            mean = self._prior_mean_covar(self.inputs[sets.clamp_min(0)], covar=False)[0].expand(sets.shape)
-            return frozen.index_select(0, columns)[:, -w:], mean
         if self.prior_groups <= 1 or columns.numel() < 4 * self.prior_groups:
             return self._prior_factor(sets)
         perm = (sets >= 0).sum(-1).argsort()
@@ -206,11 +238,9 @@ class DKLVariationalStrategy(Module):
         """Per-column index maps, built once per pattern: the positions of ``S_j`` in ``A_j`` (``n x m``, and
         whether found), and the nonzeros of ``V[A_j, A_j]`` as flat positions in the dense ``a x a`` block
         and in ``V``'s ``n x m`` storage (``n x e`` each). ``None`` if over budget."""
-        q = self.variational_distribution
-        key = (q.index.data_ptr(), tuple(q.index.shape), self.ancestors.data_ptr(), self.index.data_ptr())
-        key = (*key, self.cache_bytes)
-        if self._plan is not None and self._plan[0] == key:
-            return self._plan[1]
+        q = self._variational_distribution
+        if self._plan is not None:  # reset whenever the sets change
+            return self._plan[0]
         anc = self.ancestors
         (n, a), nm = anc.shape, q.index.numel()
         small = torch.int32 if nm < 2**31 - 1 else torch.long  # halves the maps' memory
@@ -238,7 +268,7 @@ class DKLVariationalStrategy(Module):
                 S[cols[0] : cols[-1] + 1, : Sc.shape[-1]] = Sc
             spos, found = pattern_positions(anc, self.index)
             plan = (spos, found, P, S)
-        self._plan = (key, plan)
+        self._plan = (plan,)
         return plan
 
     def column_terms(self, columns: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -258,7 +288,7 @@ class DKLVariationalStrategy(Module):
         return tuple(torch.cat(t)[inverse] for t in zip(*parts))
 
     def _column_terms(self, columns: Tensor, plan: tuple | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        q = self.variational_distribution
+        q = self._variational_distribution
         sets = trim_padding(self.index.index_select(0, columns))  # shape: (b, w)
         u, mu = self._prior_columns(columns, sets)
         if plan is None:
@@ -301,29 +331,85 @@ class DKLVariationalStrategy(Module):
             raise ValueError("x: in training mode x must be rows of the training inputs (or pass index=...)")
         return torch.tensor(pos, device=self.inputs.device)
 
+    def get_fantasy_model(self, inputs: Tensor, targets: Tensor, **kwargs):
+        raise NotImplementedError(
+            "DKLVariationalStrategy has no GPyTorch fantasy model; use DKLGP.condition_on_observations / fantasize "
+            "(the new points are ordered after the training points)"
+        )
+
+    # --------------------------------------------------------------------------------- initialisation
+    @torch.no_grad()
+    def initialize_from_prior(self, mean: Tensor | None = None) -> None:
+        """``V = U`` (the prior factor) and ``nu = mean`` (default: the prior mean), in the ordering."""
+        q = self._variational_distribution
+        u = self.prior_factor()
+        mu = self._prior_mean_covar(self.inputs, covar=False)[0] if mean is None else mean
+        q.initialize_from_prior(self.index, u, mean=mu.expand(self.num_data))
+        self.variational_params_initialized.fill_(1)
+
+    @torch.no_grad()
+    def initialize_laplace(self, mode: Tensor, curvature: Tensor, u: Tensor | None = None) -> None:
+        """``nu = mode`` and ``V = IC0(U U^T + diag(curvature))`` on the pattern (a diagonal ``V``: the
+        mean-field optimum ``V_jj^2 = (U U^T)_jj + curvature_j``): the Laplace approximation at ``mode``.
+
+        :param mode: ``n`` latent values in the ordering.
+        :param curvature: ``n`` non-negative ``-d^2 log p(y_j | f_j) / df_j^2`` at ``mode``.
+        :param u: the prior factor's values (:meth:`prior_factor`), if already computed.
+        """
+        q = self._variational_distribution
+        u = self.prior_factor() if u is None else u
+        if q.diagonal:
+            diag_uut = torch.zeros_like(mode).index_add(
+                0, self.index.clamp_min(0).reshape(-1), u.square().reshape(-1)
+            )
+            q.initialize_from_factor((diag_uut + curvature).sqrt().unsqueeze(-1), mode)
+        else:
+            P = gram_on_pattern(self.index, u, curvature)
+            q.initialize_from_factor(incomplete_reverse_cholesky(self.index, P), mode)
+        self.variational_params_initialized.fill_(1)
+
+    # ------------------------------------------------------------------------------------------ KL
     def kl_divergence(self) -> Tensor:
-        """Unbiased estimate of KL(q || p) from the last minibatch, or the full column sum if none."""
-        if self._kl_estimate is not None:
-            return self._kl_estimate
+        """In training: the unbiased estimate from the last minibatch (GPyTorch's memo); otherwise (or before
+        any minibatch) the full column sum."""
+        if self.training:
+            try:
+                return get_from_cache(self, "kl_divergence_memo")
+            except CachingError:
+                pass
         cols = torch.arange(self.num_data, device=self.index.device)
         return sum(self.column_terms(c)[2].sum() for c in cols.split(self.chunk_size))
 
     # ----------------------------------------------------------------------------------- prediction
-    def _predict(self, x: Tensor, joint: bool) -> tuple[Tensor, Tensor]:
-        """Predictive mean ``b x q`` and covariance ``b x q x q`` for test points ``x`` (``b x q x d``)."""
-        q = self.variational_distribution
+    def _predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Joint predictive mean ``b x t`` and covariance ``b x t x t`` for test points ``x`` (``b x t x d``)."""
+        q = self._variational_distribution
         b, t = x.shape[:2]
-        if self.test_sets is None:
-            sets = anc = torch.arange(self.num_data, device=x.device).expand(b * t, -1)
-        else:
-            sets, anc = self.test_sets(x.detach().reshape(b * t, -1))
-        C = union_sets(sets.reshape(b, -1)) if joint else sets.reshape(b, -1)  # shape: (b, c)
+        sets, w, anc = self.structure.test_sets(x.reshape(b * t, -1))
+        sets, w = sets.reshape(b, -1), w.reshape(b, -1)
+        C = union_sets(sets)  # shape: (b, c)
         c = C.shape[-1]
+        if c > self.max_joint:
+            raise ValueError(
+                f"x: the joint posterior of these {t} points conditions on {c} training points, more than "
+                f"max_joint={self.max_joint}; for pointwise marginals pass x.unsqueeze(-2) (a batch of single "
+                "points), or raise the strategy's max_joint"
+            )
+        pos, found = pattern_positions(C, sets)
+        # each conditioning point's weight: the largest over the q-batch (a continuous function of x)
+        wC = torch.zeros(C.shape, dtype=x.dtype, device=x.device).scatter_reduce(
+            -1, torch.where(found, pos, 0), torch.where(found, w, 0.0), reduce="amax"
+        )
         mean, K = self._prior_blocks(C, extra=x)
-        L = torch.linalg.cholesky(K[..., :c, :c])
+        Kcc = K[..., :c, :c]
+        # fading: a point of weight w enters as an observation with noise K_ii (1 / w - 1), so it leaves the
+        # set (w -> 0) with zero influence on the prediction
+        valid = C >= 0
+        fade = torch.where(valid, (1.0 / wC.clamp_min(1e-10) - 1.0), torch.zeros_like(wC))
+        Kcc = Kcc + torch.diag_embed(fade * Kcc.diagonal(dim1=-2, dim2=-1))
+        L = torch.linalg.cholesky(Kcc)
         W = torch.linalg.solve_triangular(L, K[..., :c, c:], upper=False)  # shape: (b, c, t)
-        B = torch.linalg.solve_triangular(L.mT, W, upper=True)  # K_CC^{-1} K_Cx
-        valid = (C >= 0).to(B.dtype)
+        B = torch.linalg.solve_triangular(L.mT, W, upper=True)  # (K_CC + T)^{-1} K_Cx
         pred_mean = mean[..., c:] + (
             B * ((q.mean_at(C.clamp_min(0)) - mean[..., :c]) * valid).unsqueeze(-1)
         ).sum(-2)
@@ -336,24 +422,47 @@ class DKLVariationalStrategy(Module):
         Z = block_solve(q.index, q.entry_values, anc, rhs)
         return pred_mean, cond_cov + Z.mT @ Z
 
-    def __call__(self, x: Tensor | None = None, prior: bool = False, index: Tensor | None = None, **kwargs):
-        if prior:
-            return self.model.forward(x)
+    # -------------------------------------------------------------------------------------- gpytorch
+    def forward(
+        self,
+        x: Tensor | None,
+        inducing_points: Tensor,
+        inducing_values: Tensor | None = None,
+        variational_inducing_covar=None,
+        index: Tensor | None = None,
+        **kwargs,
+    ) -> MultivariateNormal:
+        """Training: the marginals ``q(f_j)`` of the columns ``index`` (or of training rows ``x``), caching
+        the KL estimate. Evaluation: the joint predictive distribution of each q-batch of ``x``."""
         if self.training and (index is not None or x is not None):
             index = self.training_positions(x) if index is None else index
             mean, var, kl = self.column_terms(index)
-            self._kl_estimate = kl.sum() * (self.num_data / index.numel())
+            add_to_cache(self, "kl_divergence_memo", kl.sum() * (self.num_data / index.numel()))
             return MultivariateNormal(mean, DiagLinearOperator(var))
         if x is None:
             raise ValueError("x: test inputs are required (or pass index=... in training mode)")
+        if x.shape[-1] != self.inputs.shape[-1]:
+            raise ValueError(
+                f"x: expected {self.inputs.shape[-1]} input dimensions, got shape {tuple(x.shape)}"
+            )
         batch, (t, d) = x.shape[:-2], x.shape[-2:]
         xf = x.reshape(-1, t, d)
-        if t <= self.joint_max:
-            outs = [self._predict(xc, joint=True) for xc in xf.split(max(1, self.chunk_size // t))]
-            mean, cov = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-            return MultivariateNormal(mean.reshape(*batch, t), cov.reshape(*batch, t, t))
-        pts = xf.reshape(-1, 1, d)
-        outs = [self._predict(xc, joint=False) for xc in pts.split(self.chunk_size)]
-        mean = torch.cat([o[0] for o in outs]).reshape(*batch, t)
-        var = torch.cat([o[1] for o in outs]).reshape(*batch, t)
-        return MultivariateNormal(mean, DiagLinearOperator(var.clamp_min(1e-12)))
+        outs = [self._predict(xc) for xc in xf.split(max(1, self.chunk_size // t))]
+        mean, cov = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        return MultivariateNormal(mean.reshape(*batch, t), cov.reshape(*batch, t, t))
+
+    def __call__(self, x: Tensor | None = None, prior: bool = False, index: Tensor | None = None, **kwargs):
+        if prior:
+            return self.model.forward(x)
+        if self.training:
+            self._clear_cache()
+        if not self.variational_params_initialized.item():
+            self.initialize_from_prior()
+        return self.forward(x, self.inducing_points, index=index, **kwargs)
+
+
+def _as_buffer(lengthscale: Tensor | None, like: Tensor) -> Tensor:
+    """Lengthscales as a 1-D buffer (empty for ``None``)."""
+    if lengthscale is None:
+        return like.new_zeros(0)
+    return lengthscale.detach().reshape(-1).to(like).clone()

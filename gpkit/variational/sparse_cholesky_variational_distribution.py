@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from gpytorch.distributions import MultivariateNormal
-from gpytorch.module import Module
+from gpytorch.variational import _VariationalDistribution
 from torch import Tensor
 
 from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator, canonical_pattern
@@ -13,18 +13,19 @@ from gpkit.variational.gather import gather_rows
 __all__ = ["SparseCholeskyVariationalDistribution"]
 
 
-class SparseCholeskyVariationalDistribution(Module):
+class SparseCholeskyVariationalDistribution(_VariationalDistribution):
     r"""Gaussian :math:`q(\mathbf f) = \mathcal N(\boldsymbol\nu, (V V^\top)^{-1})` over ``n`` latent values.
 
-    ``V`` is upper triangular, stored by columns on a canonical pattern (O(n·m) parameters). Its diagonal
-    is parametrised as :math:`V_{jj} = \exp(\theta_j) + \text{floor}` and the off-diagonal entries relative
-    to the row's diagonal at initialisation, :math:`V_{ij} = w_{ij} s_i` (``s = diag(V)`` when initialised): a
-    change of ``V_ij`` matters on the scale of ``V_ii``, so this keeps Adam's fixed-size steps harmless.
-    With ``diagonal=True`` ``V`` is diagonal (the "DKL-D" ablation, a mean-field family).
+    ``V`` is upper triangular, stored by columns on a canonical pattern (O(n·m) parameters); the pattern is
+    set by the variational strategy that owns the distribution (:meth:`set_pattern`; until then ``V`` is
+    diagonal). Its diagonal is parametrised as :math:`V_{jj} = \exp(\theta_j) + \text{floor}` and the
+    off-diagonal entries relative to the row's diagonal at initialisation, :math:`V_{ij} = w_{ij} s_i`
+    (``s = diag(V)`` when initialised): a change of ``V_ij`` matters on the scale of ``V_ii``, so this keeps
+    Adam's fixed-size steps harmless. With ``diagonal=True`` ``V`` is diagonal (the "DKL-D" ablation, a
+    mean-field family).
 
-    :param index: ``n x m`` canonical pattern of ``V`` (:func:`gpkit.operators.canonical_pattern`);
-        ignored (may be ``None``) when ``diagonal=True``.
-    :param num_data: ``n`` (needed when ``index`` is ``None``).
+    :param num_inducing_points: ``n``, the number of latent values.
+    :param batch_shape: must be empty (no batched DKL models).
     :param diagonal: use a diagonal ``V``.
     :param floor: lower bound of ``V_jj``.
     :param sparse_grad: gather parameters so that their gradients are sparse (only the rows a minibatch
@@ -33,33 +34,28 @@ class SparseCholeskyVariationalDistribution(Module):
 
     def __init__(
         self,
-        index: Tensor | None = None,
-        num_data: int | None = None,
+        num_inducing_points: int,
+        batch_shape: torch.Size = torch.Size([]),  # noqa: B008 (GPyTorch's signature)
         diagonal: bool = False,
         floor: float = 1e-4,
         sparse_grad: bool = False,
-        dtype: torch.dtype | None = None,
-        device: torch.device | None = None,
     ):
-        super().__init__()
-        if diagonal or index is None:
-            if num_data is None:
-                num_data = index.shape[0] if index is not None else None
-            if num_data is None:
-                raise ValueError("num_data: needed when no pattern index is given")
-            index = torch.arange(num_data, device=device).unsqueeze(-1)
-            diagonal = True
-        n, m = index.shape
+        if len(batch_shape) != 0:
+            raise ValueError(
+                f"batch_shape: {type(self).__name__} supports no batch shape, got {tuple(batch_shape)}"
+            )
+        if not (isinstance(num_inducing_points, int) and num_inducing_points >= 1):
+            raise ValueError(f"num_inducing_points must be a positive int, got {num_inducing_points!r}")
+        super().__init__(num_inducing_points, batch_shape)
+        n = num_inducing_points
         self.diagonal = diagonal
         self.floor = floor
         self.sparse_grad = sparse_grad
-        self.register_buffer("index", index)
-        self.register_parameter("raw_mean", torch.nn.Parameter(torch.zeros(n, 1, dtype=dtype, device=device)))
-        self.register_buffer("mean_scale", torch.ones(n, dtype=dtype, device=device))
-        self.register_buffer("row_scale", torch.ones(n, dtype=dtype, device=device))
-        self.register_parameter(
-            "raw_values", torch.nn.Parameter(torch.zeros(n, m, dtype=dtype, device=device))
-        )
+        self.register_buffer("index", torch.arange(n).unsqueeze(-1))
+        self.register_parameter("raw_mean", torch.nn.Parameter(torch.zeros(n, 1)))
+        self.register_buffer("mean_scale", torch.ones(n))
+        self.register_buffer("row_scale", torch.ones(n))
+        self.register_parameter("raw_values", torch.nn.Parameter(torch.zeros(n, 1)))
 
     @property
     def variational_mean(self) -> Tensor:
@@ -150,9 +146,12 @@ class SparseCholeskyVariationalDistribution(Module):
 
     def set_pattern(self, index: Tensor) -> None:
         """Replace the pattern (e.g. after re-ordering); resets ``V`` to the identity."""
+        if index.shape[0] != self.num_data:
+            raise ValueError(f"index: expected {self.num_data} rows, got {index.shape[0]}")
         if self.diagonal:
             index = torch.arange(index.shape[0], device=index.device).unsqueeze(-1)
-        self.index = index
+        self.index = index.to(self.index.device)
+        self._off_scale_cache = None
         self.raw_values = torch.nn.Parameter(
             torch.zeros(*index.shape, dtype=self.raw_values.dtype, device=self.raw_values.device)
         )
@@ -197,6 +196,17 @@ class SparseCholeskyVariationalDistribution(Module):
             raw * ((self.index >= 0) | (torch.arange(raw.shape[-1], device=raw.device) == raw.shape[-1] - 1))
         )
         self.set_mean(mean)
+
+    @torch.no_grad()
+    def initialize_variational_distribution(self, prior_dist: MultivariateNormal) -> None:
+        """``nu`` = the prior mean, ``V`` = the exact inverse Cholesky factor of the prior covariance projected
+        on the pattern (dense, O(n^3): the strategy initialises from its sparse prior factor instead)."""
+        K = prior_dist.covariance_matrix
+        # reverse Cholesky: K^{-1} = U U^T with U = J chol(J K^{-1} J) J upper triangular (J: the flip)
+        U = torch.linalg.cholesky(torch.linalg.inv(K).flip(-1, -2)).flip(-1, -2)
+        cols = torch.arange(self.num_data, device=K.device).unsqueeze(-1).expand_as(self.index)
+        values = U[self.index.clamp_min(0), cols] * (self.index >= 0)
+        self.initialize_from_factor(values, prior_dist.mean.detach())
 
     def forward(self) -> MultivariateNormal:
         """The dense ``q(f)`` (O(n^3): for small ``n`` and tests only)."""

@@ -1,16 +1,25 @@
 """DKLGP model: exact limit, every likelihood fits, BoTorch posterior/acquisition, re-ordering, bad inputs."""
 
+import copy
+import warnings
+
 import gpytorch
 import pytest
 import torch
+from botorch.acquisition.knowledge_gradient import qKnowledgeGradient
 from botorch.acquisition.logei import qLogExpectedImprovement
+from botorch.acquisition.max_value_entropy_search import qMaxValueEntropy
+from botorch.exceptions.warnings import InputDataWarning
 from botorch.optim import optimize_acqf
 from botorch.posteriors import GPyTorchPosterior
+from botorch.sampling import SobolQMCNormalSampler
+from botorch.utils.testing import BotorchTestCase
 from gpytorch.distributions import MultivariateNormal
 
 import gpkit
 from gpkit.datasets import synthetic_gp
-from gpkit.likelihoods import BernoulliLogitLikelihood, ExpLinkPoissonLikelihood as PoissonLikelihood
+from gpkit.likelihoods import BernoulliLogitLikelihood
+from gpkit.likelihoods import ExpLinkPoissonLikelihood as PoissonLikelihood
 from gpkit.models import DKLGP
 
 
@@ -30,20 +39,27 @@ def fixed_kernel(d=2):
 def test_full_pattern_matches_exact_gp():
     X, Y = toy(40)
     model = DKLGP(
-        X, Y, covar_module=fixed_kernel(), rho=1e6, max_size=None, ancestor_size=None, reorder_epoch=None
+        X,
+        Y,
+        covar_module=fixed_kernel(),
+        rho=1e6,
+        max_size=None,
+        ancestor_size=None,
+        reorder_epoch=None,
+        outcome_transform=None,
     )
     model.likelihood.noise = 0.02
     model.initialize_variational()
     s = model.variational_strategy
     Xo, yo, n = s.inputs, model.train_Y_ordered, X.shape[0]
     with torch.no_grad():
-        K = model.covar_module(Xo).to_dense() + s.nugget * torch.eye(n, dtype=X.dtype)
+        K = model.covar_module(Xo).to_dense() + s.jitter_val * torch.eye(n, dtype=X.dtype)
         Ky = K + 0.02 * torch.eye(n, dtype=X.dtype)
         mu = model.mean_module(Xo)
         nu = mu + K @ torch.linalg.solve(Ky, yo - mu)
         # Newton + IC0 initialisation on the full pattern = the exact posterior (V V^T = K^{-1} + I / noise)
-        torch.testing.assert_close(s.variational_distribution.variational_mean, nu, rtol=1e-6, atol=1e-6)
-        V = s.variational_distribution.factor().to_dense()
+        torch.testing.assert_close(s._variational_distribution.variational_mean, nu, rtol=1e-6, atol=1e-6)
+        V = s._variational_distribution.factor().to_dense()
         P = torch.linalg.inv(K) + torch.eye(n, dtype=X.dtype) / 0.02
         torch.testing.assert_close(V @ V.T, P, rtol=1e-6, atol=1e-4)
         exact = MultivariateNormal(mu, Ky).log_prob(yo)
@@ -54,7 +70,7 @@ def test_full_pattern_matches_exact_gp():
         Kxt = model.covar_module(Xo, Xt).to_dense()
         A = torch.linalg.solve(Ky, Kxt)
         mean = mu[0] + A.mT @ (yo - mu)
-        cov = model.covar_module(Xt).to_dense() + s.nugget * torch.eye(3, dtype=X.dtype) - Kxt.mT @ A
+        cov = model.covar_module(Xt).to_dense() + s.jitter_val * torch.eye(3, dtype=X.dtype) - Kxt.mT @ A
         torch.testing.assert_close(post.mean.squeeze(-1), mean, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(post.distribution.covariance_matrix, cov, rtol=1e-6, atol=1e-7)
         noisy = model.posterior(Xt, observation_noise=True)
@@ -92,6 +108,7 @@ def test_each_likelihood_fits(name):
         likelihood=likelihood,
         covar_module=ds.extras["covar_module"],
         rho=2.0,
+        outcome_transform=None,  # hyperparameters fixed at the truth, in the data's units
     )
     for p in [*model.covar_module.parameters(), *likelihood.parameters()]:
         p.requires_grad_(False)
@@ -138,16 +155,16 @@ def test_reorder_uses_learned_lengthscales_and_keeps_the_mean():
     model = DKLGP(X, Y, rho=1.5, reorder_epoch=2)
     with torch.no_grad():
         model.covar_module.base_kernel.lengthscale = torch.tensor([0.05, 5.0])
-    nu = model.variational_strategy.variational_distribution.variational_mean.detach().clone()
+    nu = model.variational_strategy._variational_distribution.variational_mean.detach().clone()
     by_point = torch.empty_like(nu)
     by_point[model.order] = nu
     old_order = model.order.clone()
-    assert model.on_epoch_end(0) is False
-    assert model.on_epoch_end(1) is True
+    assert model.on_epoch_end(1) is False  # epochs count from 1: re-ordered after epoch 2, not 1
+    assert model.on_epoch_end(2) is True
     assert not torch.equal(model.order, old_order)
     # the lengthscale in x2 is huge: x1 dominates the ordering distances
     assert torch.equal(model.variational_strategy.inputs, X[model.order])
-    assert torch.equal(model.train_Y_ordered, Y.squeeze(-1)[model.order])
+    assert torch.equal(model.train_Y_ordered, model.train_targets[model.order])
 
 
 def test_sparse_gradients_train_with_sparse_adam():
@@ -156,7 +173,7 @@ def test_sparse_gradients_train_with_sparse_adam():
     model.likelihood.noise = 0.02
     before = model.elbo().item()
     gpkit.fit(model, epochs=15, batch_size=16, seed=0, progress=False)
-    q = model.variational_strategy.variational_distribution
+    q = model.variational_strategy._variational_distribution
     assert [p is q.raw_values or p is q.raw_mean for p in model.sparse_parameters()] == [True, True]
     assert model.elbo().item() > before
 
@@ -165,7 +182,7 @@ def test_dkl_d_variant_trains():
     X, Y = toy(60)
     model = DKLGP(X, Y, rho=1.5, diagonal=True)
     gpkit.fit(model, epochs=3, batch_size=20, seed=0, progress=False)
-    assert model.variational_strategy.variational_distribution.index.shape == (60, 1)
+    assert model.variational_strategy._variational_distribution.index.shape == (60, 1)
     assert torch.isfinite(model.posterior(X[:5]).variance).all()
 
 
@@ -178,8 +195,6 @@ def test_float32():
 
 def test_bad_inputs():
     X, Y = toy(20)
-    with pytest.raises(ValueError, match="duplicate"):
-        DKLGP(torch.cat([X, X[:2]]), torch.cat([Y, Y[:2]]))
     with pytest.raises(ValueError, match="train_Y"):
         DKLGP(X, Y[:-1])
     with pytest.raises(ValueError, match="train_X"):
@@ -198,9 +213,170 @@ def test_plain_gpytorch_training_loop_matches_batch_loss():
     model.train()
     mll = gpytorch.mlls.VariationalELBO(model.likelihood, model, num_data=40)
     batch = torch.tensor([3, 17, 29, 5])
-    plain = -mll(model(X[batch]), Y.squeeze(-1)[batch])  # x given: mapped to the training columns
+    plain = -mll(model(X[batch]), model.train_targets[batch])  # x given: mapped to the training columns
     pos = model.variational_strategy.training_positions(X[batch])
     torch.testing.assert_close(plain, model.batch_loss(pos))
     assert torch.equal(model.variational_strategy.inputs[pos], X[batch])
     with pytest.raises(ValueError, match="training inputs"):
         model(X[batch] + 0.5)
+
+
+# ------------------------------------------------------------------------------------------- BoTorch use
+class TestDKLGPBoTorch(BotorchTestCase):
+    def _model(self, n=40, **kwargs):
+        X, Y = toy(n)
+        return X, Y, DKLGP(X, Y, **kwargs)
+
+    def test_repeated_inputs_merged_with_one_warning(self):
+        X, Y = toy(30)
+        Xr, Yr = torch.cat([X, X[:4], X[:1]]), torch.cat([Y, Y[:4] + 0.1, Y[:1] - 0.1])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = DKLGP(Xr, Yr, outcome_transform=None)
+        self.assertEqual(sum(issubclass(w.category, InputDataWarning) for w in caught), 1)
+        self.assertEqual(model.num_data, 30)  # one latent value per distinct input
+        self.assertEqual(model.num_observations, 35)
+        # each latent keeps all its observations: the expected log-likelihood sums over them
+        s = model.variational_strategy
+        col = int((s.order == 0).nonzero())
+        mean, var, _ = s.column_terms(torch.tensor([col]))
+        lik = model.likelihood
+        dist = MultivariateNormal(mean, torch.diag_embed(var))
+        direct = sum(lik.expected_log_prob(y.reshape(1), dist) for y in (Y[0], Y[0] + 0.1, Y[0] - 0.1))
+        self.assertAllClose(model._expected_log_lik(torch.tensor([col]), mean, var), direct)
+        gpkit.fit(model, epochs=2, progress=False)
+        self.assertTrue(torch.isfinite(model.posterior(Xr[-3:]).variance).all())
+
+    def test_exact_conditioning_and_fantasies(self):
+        # full pattern: the conditioned model is the exact GP posterior given old + new data
+        X, Y = toy(25)
+        model = DKLGP(
+            X,
+            Y,
+            covar_module=fixed_kernel(),
+            rho=1e6,
+            max_size=None,
+            ancestor_size=None,
+            reorder_epoch=None,
+            outcome_transform=None,
+        )
+        model.likelihood.noise = 0.02
+        model.initialize_variational()
+        Xn = torch.rand(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        Yn = torch.randn(3, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+        cond = model.condition_on_observations(Xn, Yn)
+        Xt = torch.rand(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+        Xa, Ya = torch.cat([X, Xn]), torch.cat([Y, Yn]).squeeze(-1)
+        with torch.no_grad():
+            K = model.covar_module(Xa).to_dense() + model.variational_strategy.jitter_val * torch.eye(
+                28, dtype=X.dtype
+            )
+            Ky = K + 0.02 * torch.eye(28, dtype=X.dtype)
+            Kxt = model.covar_module(Xa, Xt).to_dense()
+            mu = model.mean_module.constant
+            mean = mu + Kxt.mT @ torch.linalg.solve(Ky, Ya - mu)
+            post = cond.posterior(Xt)
+        self.assertAllClose(post.mean.squeeze(-1), mean, rtol=1e-6, atol=1e-6)
+        # fantasies: batch shapes as BoTorch expects
+        fm = model.fantasize(Xn, sampler=SobolQMCNormalSampler(torch.Size([5])))
+        self.assertEqual(fm.posterior(Xt.expand(5, 4, 2)).mean.shape, torch.Size([5, 4, 1]))
+
+    def test_knowledge_gradient_and_max_value_entropy_q2(self):
+        _X, _Y, model = self._model(30)
+        gpkit.fit(model, epochs=3, progress=False)
+        bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+        kg = qKnowledgeGradient(model, num_fantasies=4)
+        cand, _ = optimize_acqf(kg, bounds, q=2, num_restarts=2, raw_samples=8, options={"maxiter": 3})
+        self.assertEqual(cand.shape, torch.Size([2, 2]))
+        mes = qMaxValueEntropy(model, candidate_set=torch.rand(100, 2, dtype=torch.float64), num_fantasies=4)
+        cand, _ = optimize_acqf(
+            mes, bounds, q=2, num_restarts=2, raw_samples=8, sequential=True, options={"maxiter": 3}
+        )
+        self.assertEqual(cand.shape, torch.Size([2, 2]))
+
+    def test_log_ei_optimisation_without_warnings(self):
+        _X, Y, model = self._model(60)
+        gpkit.fit(model, epochs=3, progress=False)
+        bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _cand, val = optimize_acqf(
+                qLogExpectedImprovement(model, best_f=Y.max()), bounds, q=2, num_restarts=3, raw_samples=32
+            )
+        self.assertEqual([str(w.message) for w in caught if "ptimization" in str(w.message)], [])
+        self.assertTrue(torch.isfinite(val))
+
+    def test_posterior_mean_continuous_along_a_line(self):
+        _X, _Y, model = self._model(150)
+        t = torch.linspace(0, 1, 2001, dtype=torch.float64)
+        line = lambda t: torch.stack([t, 0.2 + 0.5 * t], -1).unsqueeze(-2)
+        with torch.no_grad():
+            mean = model.posterior(line(t)).mean.squeeze()
+            steps = mean.diff().abs()
+            for i in steps.topk(3).indices.tolist():
+                fine = model.posterior(line(torch.linspace(t[i], t[i + 1], 201, dtype=torch.float64))).mean
+                # a jump stays a jump on a finer grid; a continuous mean splits the step into small pieces
+                self.assertLess(fine.squeeze().diff().abs().max().item(), 0.05 * steps[i].item())
+
+    def test_joint_posterior_at_large_q(self):
+        _X, _Y, model = self._model(80)
+        Xt = torch.rand(100, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            cov = model.posterior(Xt).distribution.covariance_matrix
+            marg = model.posterior(Xt.unsqueeze(-2)).variance.squeeze()
+        off = cov - torch.diag_embed(cov.diagonal())
+        self.assertGreater(off.abs().max().item(), 0.1 * cov.diagonal().min().item())  # not independent
+        self.assertTrue((torch.linalg.eigvalsh(cov) > -1e-8).all())
+        ratio = (
+            cov.diagonal() / marg
+        )  # the joint conditions on more points: close to, not equal to, the marginals
+        self.assertTrue(((ratio > 1 / 3) & (ratio < 3)).all())
+        model.variational_strategy.max_joint = 5
+        with self.assertRaisesRegex(ValueError, "max_joint"):
+            model.posterior(Xt)
+
+    def test_state_dict_round_trip_after_reordering_and_deepcopy(self):
+        X, Y, model = self._model(50)
+        with torch.no_grad():
+            model.covar_module.base_kernel.lengthscale = torch.tensor([0.05, 2.0])
+        model.reorder()
+        gpkit.fit(model, epochs=2, progress=False)
+        Xt = torch.rand(6, 2, dtype=torch.float64)
+        with torch.no_grad():
+            expected = model.posterior(Xt).mean
+            fresh = DKLGP(X, Y)
+            fresh.load_state_dict(model.state_dict())
+            self.assertAllClose(fresh.posterior(Xt).mean, expected, rtol=1e-10, atol=1e-10)
+            self.assertAllClose(copy.deepcopy(model).posterior(Xt).mean, expected, rtol=1e-10, atol=1e-10)
+
+    def test_requires_grad_inputs_and_eval_mode_kl(self):
+        X, Y = toy(30)
+        model = DKLGP(X.clone().requires_grad_(True), Y.clone().requires_grad_(True))
+        Xt = torch.rand(3, 2, dtype=torch.float64, requires_grad=True)
+        model.posterior(Xt).mean.sum().backward()
+        self.assertTrue(torch.isfinite(Xt.grad).all())
+        # in eval mode the KL is the full column sum, not the last minibatch's estimate
+        s = model.variational_strategy
+        model.train()
+        model.batch_loss(torch.tensor([0, 1]))
+        model.eval()
+        with torch.no_grad():
+            full = s.column_terms(torch.arange(30))[2].sum()
+            self.assertAllClose(s.kl_divergence(), full)
+
+    def test_bad_options_rejected(self):
+        X, Y = toy(20)
+        for kwargs, match in [
+            ({"max_size": 1}, "max_size"),
+            ({"ancestor_size": 0}, "ancestor_size"),
+            ({"reorder_epoch": -1}, "reorder_epoch"),
+            ({"reorder_epoch": 0}, "reorder_epoch"),
+            ({"rho": 0.5}, "rho"),
+            ({"init": "zero"}, "init"),
+        ]:
+            with self.assertRaisesRegex(ValueError, match):
+                DKLGP(X, Y, **kwargs)
+        with self.assertRaisesRegex(TypeError, "likelihood"):
+            DKLGP(X, Y, likelihood="gaussian")
+        with self.assertRaisesRegex(TypeError, "covar_module"):
+            DKLGP(X, Y, covar_module="matern")

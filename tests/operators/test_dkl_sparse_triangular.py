@@ -3,7 +3,11 @@
 import unittest
 
 import torch
-from linear_operator.test.linear_operator_test_case import RectangularLinearOperatorTestCase
+from linear_operator.test.linear_operator_test_case import (
+    LinearOperatorTestCase,
+    RectangularLinearOperatorTestCase,
+)
+from linear_operator.utils.errors import NotPSDError
 
 from gpkit.operators import SparseTriangularLinearOperator, canonical_pattern, dense_block, union_sets
 
@@ -42,6 +46,92 @@ class TestSparseTriangularLinearOperator(RectangularLinearOperatorTestCase, unit
 class TestSparseTriangularTransposed(TestSparseTriangularLinearOperator):
     def create_linear_op(self):
         return super().create_linear_op().mT
+
+
+class TestSparseTriangularSquare(LinearOperatorTestCase, unittest.TestCase):
+    """The square suite: solves, inv_quad_logdet, logdet ... with a well-conditioned triangular factor
+    (positive diagonal). Decompositions that need a symmetric operator raise NotPSDError, as for
+    linear_operator's ``TriangularLinearOperator``."""
+
+    seed = 0
+    should_test_sample = False
+    should_call_cg = False
+    should_call_lanczos = False
+    should_call_lanczos_diagonalization = False
+
+    def create_linear_op(self):
+        index = _pattern()
+        values = 0.3 * torch.randn(*index.shape, dtype=torch.float64) * (index >= 0)
+        values[:, -1] = 1.0 + torch.rand(index.shape[0], dtype=torch.float64)  # positive diagonal
+        return SparseTriangularLinearOperator(index, values.requires_grad_(True))
+
+    def evaluate_linear_op(self, linear_op):
+        return TestSparseTriangularLinearOperator.evaluate_linear_op(self, linear_op)
+
+    def _ensure_symmetric_grad(self, grad):
+        return grad  # the operator is not symmetric: the dense reference's gradient must stay as it is
+
+    def test_solve_is_triangular_not_cg(self):
+        op = self.create_linear_op()
+        rhs = torch.randn(op.shape[-1], 3, dtype=torch.float64)
+        torch.testing.assert_close(op @ op.solve(rhs), rhs)
+        torch.testing.assert_close(op.mT @ op.mT.solve(rhs), rhs)
+
+    # symmetric-only decompositions: not defined for a triangular operator
+    def _raises(self, fn):
+        with self.assertRaises(NotPSDError):
+            fn(self.create_linear_op())
+
+    def test_cholesky(self):
+        self._raises(lambda op: op.cholesky())
+
+    def test_root_decomposition(self, cholesky=False):
+        self._raises(lambda op: op._root_decomposition())
+
+    def test_root_decomposition_cholesky(self):
+        self._raises(lambda op: op._cholesky())
+
+    def test_root_inv_decomposition(self):
+        self._raises(lambda op: op._root_inv_decomposition())
+
+    def test_solve_triangular(self):  # supported here (the suite's default expects NotImplementedError)
+        op = self.create_linear_op()
+        rhs = torch.randn(op.shape[-1], 2, dtype=torch.float64)
+        torch.testing.assert_close(
+            op.solve_triangular(rhs, upper=True), torch.linalg.solve(op.to_dense(), rhs)
+        )
+        with self.assertRaisesRegex(ValueError, "upper"):
+            op.solve_triangular(rhs, upper=False)
+
+    # these assume a symmetric operator (eigendecompositions, symmetric square roots, symmetric updates)
+    _symmetric_only = "assumes a symmetric operator"
+
+    def test_add_low_rank(self):
+        self.skipTest(self._symmetric_only)
+
+    def test_cat_rows(self):
+        self.skipTest(self._symmetric_only)
+
+    def test_diagonalization(self, symeig=False):
+        self.skipTest(self._symmetric_only)
+
+    def test_diagonalization_symeig(self):
+        self.skipTest(self._symmetric_only)
+
+    def test_eigh(self):
+        self.skipTest(self._symmetric_only)
+
+    def test_eigvalsh(self):
+        self.skipTest(self._symmetric_only)
+
+    def test_sqrt_inv_matmul(self):
+        self.skipTest(self._symmetric_only)
+
+    def test_sqrt_inv_matmul_no_lhs(self):
+        self.skipTest(self._symmetric_only)
+
+    def test_svd(self):
+        self.skipTest(self._symmetric_only)
 
 
 def test_dense_block_and_triangular_solve():

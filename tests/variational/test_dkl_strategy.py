@@ -1,13 +1,16 @@
 """DKL components against their exact limits: full pattern = exact GP, column-sum KL = dense KL, unbiased."""
 
 import math
+import unittest
 
 import gpytorch
 import pytest
 import torch
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.models import ApproximateGP
+from gpytorch.test.variational_test_case import VariationalTestCase
 
+from gpkit.neighbors import MaximinStructure
 from gpkit.operators import SparseTriangularLinearOperator, canonical_pattern
 from gpkit.variational import (
     DKLVariationalStrategy,
@@ -56,10 +59,9 @@ def closure_sets(index):
 
 class TinyDKL(ApproximateGP):
     def __init__(self, X, index, ancestors=None, diagonal=False):
-        q = SparseCholeskyVariationalDistribution(index, diagonal=diagonal, dtype=X.dtype)
-        strategy = DKLVariationalStrategy(
-            self, X, index, index if ancestors is None else ancestors, q, nugget=NUGGET
-        )
+        q = SparseCholeskyVariationalDistribution(X.shape[0], diagonal=diagonal).to(X)
+        structure = MaximinStructure.from_sets(X, index, ancestors)
+        strategy = DKLVariationalStrategy(self, X, q, jitter_val=NUGGET, structure=structure)
         super().__init__(strategy)
         self.mean_module = gpytorch.means.ConstantMean()
         self.covar_module = gpytorch.kernels.ScaleKernel(
@@ -87,10 +89,11 @@ def dense_K(model, X):
 
 def randomize_q(model, seed=1):
     g = torch.Generator().manual_seed(seed)
-    q = model.variational_strategy.variational_distribution
+    q = model.variational_strategy._variational_distribution
     with torch.no_grad():
         q.raw_values.copy_(0.3 * torch.randn(q.raw_values.shape, generator=g, dtype=q.raw_values.dtype))
         q.set_mean(torch.randn(q.num_data, generator=g, dtype=q.raw_values.dtype))
+    model.variational_strategy.variational_params_initialized.fill_(1)
 
 
 def dense_kl(model):
@@ -101,7 +104,7 @@ def dense_kl(model):
     prior = MultivariateNormal(
         model.mean_module(s.inputs), torch.cholesky_inverse(torch.linalg.cholesky(P @ P.mT))
     )
-    return torch.distributions.kl_divergence(s.variational_distribution(), prior)
+    return torch.distributions.kl_divergence(s._variational_distribution(), prior)
 
 
 def test_full_pattern_factor_is_exact_inverse_cholesky():
@@ -129,7 +132,7 @@ def test_column_sum_kl_equals_dense_kl(diagonal):
         )
         # marginal variances of q from the ancestor-block solves
         _, var, _ = model.variational_strategy.column_terms(torch.arange(X.shape[0]))
-        dense_var = model.variational_strategy.variational_distribution().variance
+        dense_var = model.variational_strategy._variational_distribution().variance
         torch.testing.assert_close(var, dense_var)
 
 
@@ -154,7 +157,8 @@ def optimal_q(model, y, noise):
     mu = model.mean_module(s.inputs)
     nu = mu + K @ torch.linalg.solve(K + noise * torch.eye(n, dtype=K.dtype), y - mu)
     values = torch.stack([V[s.index[j].clamp_min(0), j] * (s.index[j] >= 0) for j in range(n)])
-    s.variational_distribution.initialize_from_factor(values, nu)
+    s._variational_distribution.initialize_from_factor(values, nu)
+    s.variational_params_initialized.fill_(1)
 
 
 def test_full_pattern_gaussian_elbo_and_prediction_are_exact():
@@ -182,11 +186,11 @@ def test_full_pattern_gaussian_elbo_and_prediction_are_exact():
         cov = model.covar_module(Xt).to_dense() + NUGGET * torch.eye(5, dtype=X.dtype) - Kxt.mT @ A
         torch.testing.assert_close(pred.mean, mean, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(pred.covariance_matrix, cov, rtol=1e-6, atol=1e-7)
-        # many points at once: independent marginals with the same mean/variance
-        s = model.variational_strategy
-        s.joint_max = 2
-        pred_diag = model(Xt)
-        torch.testing.assert_close(pred_diag.variance, cov.diagonal(dim1=-2, dim2=-1), rtol=1e-6, atol=1e-7)
+        # pointwise marginals (a batch of single points) agree with the joint's diagonal
+        pred_diag = model(Xt.unsqueeze(-2))
+        torch.testing.assert_close(
+            pred_diag.variance.squeeze(-1), cov.diagonal(dim1=-2, dim2=-1), rtol=1e-6, atol=1e-7
+        )
 
 
 def test_minibatch_elbo_is_unbiased():
@@ -214,8 +218,8 @@ def test_gradients_match_finite_differences():
     params = [
         model.covar_module.base_kernel.raw_lengthscale,
         model.covar_module.raw_outputscale,
-        model.variational_strategy.variational_distribution.raw_values,
-        model.variational_strategy.variational_distribution.raw_mean,
+        model.variational_strategy._variational_distribution.raw_values,
+        model.variational_strategy._variational_distribution.raw_mean,
         lik.noise_covar.raw_noise,
     ]
     model.train()
@@ -245,7 +249,7 @@ def test_sparse_gradients_match_dense():
     n = X.shape[0]
     index = random_pattern(n, 4)
     models = [TinyDKL(X, index, closure_sets(index)) for _ in range(2)]
-    models[1].variational_strategy.variational_distribution.sparse_grad = True
+    models[1].variational_strategy._variational_distribution.sparse_grad = True
     lik = gpytorch.likelihoods.GaussianLikelihood().double()
     batch = torch.tensor([2, 5, 11])
     grads = []
@@ -254,7 +258,7 @@ def test_sparse_gradients_match_dense():
         model.train()
         loss = -gpytorch.mlls.VariationalELBO(lik, model, num_data=n)(model(None, index=batch), y[batch])
         loss.backward()
-        q = model.variational_strategy.variational_distribution
+        q = model.variational_strategy._variational_distribution
         grads.append([q.raw_values.grad, q.raw_mean.grad, loss.detach()])
     assert grads[1][0].is_sparse and grads[1][1].is_sparse
     torch.testing.assert_close(grads[1][0].to_dense(), grads[0][0])
@@ -264,15 +268,15 @@ def test_sparse_gradients_match_dense():
 
 
 def _terms_and_grads(model, batch):
-    q = model.variational_strategy.variational_distribution
+    q = model.variational_strategy._variational_distribution
     q.zero_grad()
     mean, var, kl = model.variational_strategy.column_terms(batch)
     (mean.sum() + var.sum() + kl.sum()).backward()
     return [mean.detach(), var.detach(), kl.detach(), q.raw_values.grad.clone(), q.raw_mean.grad.clone()]
 
 
-def test_cached_index_maps_and_frozen_prior_match_direct_computation():
-    # the per-pattern index maps and the cached prior factor are speed-ups only: identical results
+def test_cached_index_maps_match_direct_computation():
+    # the per-pattern index maps are a speed-up only: identical results
     X, _ = data()
     index = random_pattern(X.shape[0], 4)
     model = TinyDKL(X, index, closure_sets(index))
@@ -283,18 +287,10 @@ def test_cached_index_maps_and_frozen_prior_match_direct_computation():
     s.cache_bytes = 0  # no index maps: entries located per minibatch
     direct = _terms_and_grads(model, batch)
     assert s._block_plan() is None
-    s.cache_bytes = 2**28
-    for frozen in (False, True):
-        model.covar_module.requires_grad_(not frozen)
-        for a, b in zip(_terms_and_grads(model, batch), direct):
-            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert s._block_plan() is not None and s._frozen_prior() is not None
-    # a changed (frozen) hyperparameter invalidates the cached prior factor
-    model.covar_module.base_kernel.lengthscale = torch.tensor([0.4, 0.2])
-    cached = _terms_and_grads(model, batch)
-    s._prior_cache = None
-    torch.testing.assert_close(cached[2], _terms_and_grads(model, batch)[2], rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(cached[2], direct[2])
+    s.cache_bytes, s._plan = 2**28, None
+    for a, b in zip(_terms_and_grads(model, batch), direct):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert s._block_plan() is not None
 
 
 def test_inverse_cholesky_last_column_value_and_gradient():
@@ -308,3 +304,69 @@ def test_inverse_cholesky_last_column_value_and_gradient():
     torch.testing.assert_close(u, (Kinv_e / Kinv_e[:, -1:].sqrt()).squeeze(-1))
     sym = lambda M: inverse_cholesky_last_column(0.5 * (M + M.mT))
     assert torch.autograd.gradcheck(sym, (K.clone().requires_grad_(True),))
+
+
+# ------------------------------------------------------------------------- GPyTorch's VariationalTestCase
+def _strategy(model, inducing_points, variational_distribution, learn_inducing_locations=True):
+    # the inducing points are the (fixed) training inputs
+    return DKLVariationalStrategy(model, inducing_points, variational_distribution, rho=2.0)
+
+
+class TestDKLVariationalStrategyContract(VariationalTestCase, unittest.TestCase):
+    """GPyTorch's strategy/distribution contract: lazy initialisation, training through
+    ``VariationalELBO`` (gradients reach every parameter), evaluation shapes. DKL has no batch shapes."""
+
+    batch_shape = torch.Size([])
+    distribution_cls = SparseCholeskyVariationalDistribution
+    mll_cls = gpytorch.mlls.VariationalELBO
+    strategy_cls = staticmethod(_strategy)
+
+    def _make_model_and_likelihood(self, num_inducing=32, **kwargs):
+        torch.manual_seed(0)
+        kwargs.setdefault("distribution_cls", self.distribution_cls)
+        kwargs.setdefault("strategy_cls", self.strategy_cls)
+        return super()._make_model_and_likelihood(num_inducing=32, **kwargs)
+
+    def _training_iter(self, model, likelihood, batch_shape=None, mll_cls=None, cuda=False):
+        n = model.variational_strategy.num_data
+        train_y = torch.linspace(-1, 1, n)
+        mll = (mll_cls or self.mll_cls)(likelihood, model, num_data=n)
+        model.train()
+        likelihood.train()
+        output = model(None, index=torch.arange(n))  # all columns, in the strategy's ordering
+        loss = -mll(output, train_y)
+        loss.sum().backward()
+        for _, param in [*model.named_parameters(), *likelihood.named_parameters()]:
+            self.assertTrue(param.grad is not None)
+            self.assertGreater(param.grad.norm().item(), 0)
+        return output, loss
+
+    def test_eval_mode_kl_is_the_full_sum(self):
+        model, likelihood = self._make_model_and_likelihood()
+        self._training_iter(model, likelihood)
+        randomize_q(model)  # away from q = p, where every KL term is 0
+        s = model.variational_strategy
+        model.train()
+        model(None, index=torch.tensor([0, 1]))
+        batch_kl = s.kl_divergence()
+        model.eval()
+        with torch.no_grad():
+            full = s.column_terms(torch.arange(s.num_data))[2].sum()
+            torch.testing.assert_close(s.kl_divergence(), full)
+        assert not torch.allclose(batch_kl.detach(), full)
+
+    def test_fantasy_call(self, *args, **kwargs):
+        model, _ = self._make_model_and_likelihood()
+        with self.assertRaisesRegex(NotImplementedError, "condition_on_observations"):
+            model.variational_strategy.get_fantasy_model(torch.randn(3, 2), torch.randn(3))
+
+    # DKL models have no batch shape
+    def _no_batch(self, *args, **kwargs):
+        self.skipTest("DKLVariationalStrategy has no batch shapes")
+
+    test_eval_smaller_pred_batch = test_eval_larger_pred_batch = _no_batch
+    test_training_iteration_batch_inducing = test_training_iteration_batch_data = _no_batch
+    test_training_iteration_batch_model = test_training_all_batch_zero_mean = _no_batch
+    test_fantasy_call_batch_inducing = test_fantasy_call_batch_data = test_fantasy_call_batch_model = (
+        _no_batch
+    )
