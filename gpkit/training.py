@@ -25,6 +25,8 @@ import gpytorch
 import torch
 from torch import Tensor
 
+from gpkit import distributed as _dist  # [distributed] data-parallel hooks (no-ops on one process)
+
 __all__ = ["FitState", "fit", "make_optimizer"]
 
 _DEFAULTS = {
@@ -289,6 +291,9 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
     generator = torch.Generator().manual_seed(int(opts.get("seed") or 0))
 
     obj.train()
+    _dist.broadcast_module(module)  # [distributed] every rank starts from rank 0's parameters and buffers
+    batch_loss = _dist.wrap_loss(batch_loss)  # [distributed] loss value: the mean over ranks
+    opts["progress"] = opts["progress"] and _dist.rank() == 0  # [distributed] progress bar on rank 0 only
     optimizer = _make_optimizer(obj, module, opts, max_steps)
     tracker = _Tracker(obj, module, opts, epochs, "epoch")
     step = 0
@@ -296,20 +301,22 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
         for epoch in range(1, epochs + 1):
             permutation = torch.randperm(num_data, generator=generator).to(device)
             total = 0.0
-            for index in permutation.split(batch_size):
+            for index in _dist.shard(permutation, batch_size):  # [distributed] this rank's share of each batch
                 optimizer.zero_grad(set_to_none=True)
                 loss = batch_loss(index)
                 tracker.check_finite(loss, f"epoch {epoch}, step {step + 1}")
                 loss.backward()
+                _dist.average_gradients(obj, module)  # [distributed] mean gradient over ranks
                 optimizer.step()
                 total += loss.item() * index.numel()
                 step += 1
                 if step >= max_steps:
                     break
-            epoch_loss = total / num_data
+            epoch_loss = _dist.epoch_mean(total, num_data)  # [distributed] mean over all ranks' rows
             if getattr(obj, "on_epoch_end", None) is not None and obj.on_epoch_end(epoch):
                 optimizer = _make_optimizer(obj, module, opts, max(max_steps - step, 1))
-            if tracker.step_done(step, epoch, epoch_loss, snapshot=True) or step >= max_steps:
+            _dist.broadcast_module(module)  # [distributed] ranks stay identical after the epoch hook
+            if _dist.agree(tracker.step_done(step, epoch, epoch_loss, snapshot=True)) or step >= max_steps:
                 break
     finally:
         tracker.close()
@@ -319,6 +326,8 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
 
 
 def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
+    if _dist.is_distributed():  # [distributed] full-batch training does not distribute: rank 0 trains alone
+        return _dist.train_on_rank0(obj, module, lambda: _fullbatch_loop(obj, loss_fn, module, options))
     opts = _resolve(obj, options, "fullbatch")
     max_iter = opts["max_iter"]
     obj.train()
