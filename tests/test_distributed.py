@@ -63,10 +63,13 @@ def _perturb(model, amount):
 
 
 def _record_batches(model):
+    """Record every batch's rows, and (first entry) the parameters the first step starts from."""
     seen = []
     inner = model.batch_loss
 
     def batch_loss(index):
+        if not seen:
+            seen.append({k: v.detach().clone() for k, v in model.named_parameters()})
         seen.append(index.clone())
         return inner(index)
 
@@ -91,7 +94,7 @@ def _worker(rank, folder):
             _fit(model, seed=rank, progress=False, **FIT[name])
             del model.batch_loss
             out[f"{name}_state"] = {k: v.clone() for k, v in model.state_dict().items()}
-            out[f"{name}_seen"] = seen
+            out[f"{name}_start"], out[f"{name}_seen"] = seen[0], seen[1:]
             out[f"{name}_rmse"] = _rmse(model)
             out[f"{name}_history"] = list(model.fit_history)
             # 2. one step: this rank's share of a batch, gradients averaged over ranks
@@ -148,6 +151,9 @@ def test_ranks_end_identical_though_seeded_differently(ranks, name):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert ranks[0][f"{name}_history"] == ranks[1][f"{name}_history"]
+    # the first step already starts from rank 0's parameters on every rank
+    for key, value in ranks[0][f"{name}_start"].items():
+        assert torch.equal(value, ranks[1][f"{name}_start"][key]), key
     # training moved the parameters away from rank 0's start (the test is not vacuous)
     torch.manual_seed(100)
     start = BUILD[name](sparse_grad=(name == "swsgp")).state_dict()
@@ -202,5 +208,5 @@ def test_single_process_helpers_are_no_ops():
     permutation = torch.randperm(10)
     assert all(torch.equal(a, b) for a, b in zip(gdist.shard(permutation, 4), permutation.split(4)))
     assert gdist.epoch_mean(6.0, 3) == 2.0 and gdist.agree(True) and not gdist.agree(False)
-    fn = lambda index: index.sum()  # noqa: E731
+    fn = lambda index: index.sum()
     assert gdist.wrap_loss(fn) is fn
