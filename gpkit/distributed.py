@@ -238,15 +238,15 @@ def average_gradients(obj, module: torch.nn.Module) -> None:
     if reduced_meta is None:  # no dense group of the bookkeeping dtype
         dist.all_reduce(meta_tensor)
         reduced_meta = meta_tensor
-    flags = reduced_meta[: len(meta)]
+    flags = reduced_meta[: len(meta)].tolist()
     for p, flag in zip(dense, flags[: len(dense)]):
-        if flag.item() == 0:
+        if flag == 0:
             p.grad = None
 
     # sparse: all-gather each rank's touched rows (padded to the largest count) and coalesce their sum
     all_counts = reduced_meta[len(meta):].long().view(len(sparse), world) if sparse else None
     for i, (p, g) in enumerate(zip(sparse, grads)):
-        if flags[len(dense) + i].item() == 0:
+        if flags[len(dense) + i] == 0:
             p.grad = None
             continue
         rows = all_counts[i]

@@ -7,8 +7,10 @@ results with each other and with one-process computations.
 import math
 import os
 import time
+import warnings
 from datetime import timedelta
 
+import gpytorch
 import pytest
 import torch
 import torch.distributed as dist
@@ -41,6 +43,16 @@ def _swsgp(sparse_grad=False):
 
 BUILD = {"dklgp": _dklgp, "swsgp": _swsgp}
 FIT = {"dklgp": {"epochs": 8, "batch_size": 64, "lr": 0.03}, "swsgp": {"epochs": 30, "batch_size": 50, "lr": 0.03}}
+
+
+class _ExactGP(gpytorch.models.ExactGP):
+    def __init__(self, X, y):
+        super().__init__(X, y, gpytorch.likelihoods.GaussianLikelihood())
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
+
+    def forward(self, x):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
 def _rmse(model):
@@ -113,7 +125,18 @@ def _worker(rank, folder):
                 for n, p in model.named_parameters()
                 if p.grad is not None
             }
-        # 3. the one-process reference fits, one per rank at once (gdist.local: no collectives)
+        # 3. full batch (an exact GP, gpkit's full-batch loop): rank 0 trains alone, every rank gets its result
+        X, Y, _ = _data(40)
+        torch.manual_seed(rank)
+        exact = _ExactGP(X, Y.squeeze(-1))
+        _perturb(exact, 0.2 * rank)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _fit(exact, max_iter=15, lr=0.05, progress=False)
+        out["exact_state"] = {k: v.clone() for k, v in exact.state_dict().items()}
+        out["exact_history"] = list(getattr(exact, "fit_history", []))
+        out["exact_warnings"] = [str(w.message) for w in caught]
+        # 4. the one-process reference fits, one per rank at once (gdist.local: no collectives)
         name = list(BUILD)[rank]
         with gdist.local():
             torch.manual_seed(100)
@@ -193,6 +216,15 @@ def test_averaged_gradient_equals_the_union_batch_gradient(ranks, name):
     for key, grad in grads.items():
         for r in range(WORLD):
             torch.testing.assert_close(ranks[r][f"{name}_grads"][key], grad, rtol=1e-9, atol=1e-12)
+
+
+def test_full_batch_training_runs_on_rank0_and_is_broadcast(ranks):
+    a, b = ranks[0]["exact_state"], ranks[1]["exact_state"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert len(ranks[0]["exact_history"]) == 15 and ranks[0]["exact_history"] == ranks[1]["exact_history"]
+    assert any("does not distribute" in m and "rank 0" in m for m in ranks[0]["exact_warnings"])
+    assert not any("does not distribute" in m for m in ranks[1]["exact_warnings"])
 
 
 @pytest.mark.accuracy
