@@ -173,16 +173,23 @@ def agree(flag: bool) -> bool:
 # ----------------------------------------------------------------------------------- every step
 def wrap_loss(batch_loss: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     """``batch_loss`` whose returned value is the mean over ranks (its gradient stays this rank's own), so
-    that a non-finite loss on any rank is seen on every rank and the loss history is shared."""
+    that a non-finite loss on any rank is seen on every rank and the loss history is shared. An exception
+    in ``batch_loss`` on one rank (a failed Cholesky) shows as a NaN loss on the others, so that all ranks
+    stop together (through :func:`gpkit.fit`'s restore-and-raise) instead of waiting on each other."""
     if not is_distributed():
         return batch_loss
     world = dist.get_world_size()
 
     def distributed_batch_loss(index: Tensor) -> Tensor:
-        loss = batch_loss(index)
-        mean = loss.detach().reshape(1).clone()
+        try:
+            loss = batch_loss(index)
+        except Exception:
+            # e.g. a failed Cholesky on this rank's batch: the others see a NaN loss and stop with this one
+            dist.all_reduce(torch.full((1,), math.nan, dtype=torch.float64, device=_comm_device()))
+            raise
+        mean = loss.detach().reshape(1).to(device=_comm_device(loss), dtype=torch.float64)
         dist.all_reduce(mean)
-        mean = (mean / world).reshape(loss.shape)
+        mean = (mean / world).to(device=loss.device, dtype=loss.dtype).reshape(loss.shape)
         return loss + (mean - loss.detach())
 
     return distributed_batch_loss

@@ -1,15 +1,22 @@
 """One trainer for every gpkit model and solver: :func:`fit`.
 
-``fit`` looks at what the object offers and picks the loop:
+``fit`` looks at which hooks of :class:`FitHooks` the object offers and picks the loop:
 
 1. ``obj.batch_loss(index)`` and ``obj.num_data`` → minibatch Adam over shuffled index batches
    (variational models such as DKLGP and SWSGP; the loss is a per-datum negative ELBO estimate).
 2. ``obj.loss()`` → full-batch optimisation (Adam or L-BFGS), e.g. the Kronecker PDE solver.
 3. a GPyTorch ``ApproximateGP`` → minibatch negative ``VariationalELBO`` with ``num_data = n``.
-4. a GPyTorch ``ExactGP`` → full-batch negative exact marginal log likelihood.
+4. a GPyTorch ``ExactGP`` → BoTorch's ``fit_gpytorch_mll`` on the exact marginal log likelihood
+   (L-BFGS-B to convergence); passing ``lr`` or ``optimizer`` selects gpkit's full-batch loop instead.
 
-Objects may tune the loop with ``fit_defaults`` (a dict of default options), ``on_epoch_end(epoch)``
-(return ``True`` after replacing parameters, so the optimizer is rebuilt) and ``should_stop(state)``.
+Minibatch defaults converge at every n: unless ``epochs`` is given, training runs at least
+``min_steps`` optimizer steps (default 1000) and at most ``max(epochs * batches per epoch, 3000)``
+steps (``epochs`` from ``fit_defaults``, default 20), and stops once the loss has improved by less than
+``tol`` (relative, default 1e-3) over the last ``patience`` epochs (at least 100 steps). At large n the
+cap is the epoch count, so ``min_steps`` only matters at small n.
+
+A non-finite loss or parameter, or a failed Cholesky (linear_operator ``NotPSDError``,
+``torch.linalg.LinAlgError``), restores the last good state and raises ``FloatingPointError`` saying so.
 """
 
 from __future__ import annotations
@@ -20,23 +27,67 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import gpytorch
 import torch
+from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
 from gpkit import distributed as _dist  # [distributed] data-parallel hooks (no-ops on one process)
 
-__all__ = ["FitState", "fit", "make_optimizer"]
+__all__ = ["FitHooks", "FitState", "fit", "make_optimizer"]
 
 _DEFAULTS = {
     "minibatch": {"epochs": 20, "lr": 0.01, "batch_size": 256, "optimizer": "adam", "tol": 0.0, "patience": 5},
     "fullbatch": {"max_iter": 500, "lr": 0.01, "optimizer": "adam", "tol": 1e-9, "patience": 50},
 }
+# minibatch mode without an explicit ``epochs``: a step floor, a step cap at small n, a convergence test
+_CONVERGE = {"min_steps": 1000, "max_steps": 3000, "tol": 1e-3, "window_steps": 100}
+_LOOP = {"max_iter", "lr", "optimizer", "schedule", "progress", "seed", "callback", "tol", "patience", "betas"}
 _OPTIONS = {
-    "epochs", "max_iter", "lr", "batch_size", "optimizer", "schedule", "progress", "seed", "callback",
-    "tol", "patience", "train_X", "train_Y", "likelihood", "betas",
+    "minibatch": _LOOP | {"epochs", "batch_size", "min_steps"},
+    "fullbatch": _LOOP,
+    "approximate": _LOOP | {"epochs", "batch_size", "min_steps", "train_X", "train_Y", "likelihood"},
+    "exact_botorch": {"max_iter", "seed", "progress"},
+    "exact": _LOOP,
 }
+_ALL_OPTIONS = set().union(*_OPTIONS.values())
+_FAILURES = (NotPSDError, torch.linalg.LinAlgError)
+
+
+class FitHooks(Protocol):
+    """The hooks :func:`fit` dispatches on (an object implements the subset it needs; all are optional).
+
+    - ``batch_loss(index) -> Tensor`` with ``num_data``: minibatch mode; ``index`` is a LongTensor of
+      training rows, the loss a per-datum scalar (e.g. negative ELBO / n).
+    - ``loss() -> Tensor``: full-batch mode.
+    - ``fit_defaults``: a dict of default options (e.g. ``{"lr": 0.01, "batch_size": 100}``); the user's
+      options win. An ``epochs`` here is the cap at large n, not a fixed count.
+    - ``on_epoch_end(epoch) -> bool | None``: called after every epoch, ``epoch`` counting from 1; return
+      ``True`` after replacing parameters, so the optimizer is rebuilt.
+    - ``should_stop(state: FitState) -> bool``: stop early.
+    - ``sparse_parameters() -> list[Parameter]``: parameters with sparse gradients (``SparseAdam``).
+    """
+
+    num_data: int
+    fit_defaults: dict
+
+    def batch_loss(self, index: Tensor) -> Tensor: ...
+
+    def loss(self) -> Tensor: ...
+
+    def on_epoch_end(self, epoch: int) -> bool | None: ...
+
+    def should_stop(self, state: FitState) -> bool: ...
+
+    def sparse_parameters(self) -> list[torch.nn.Parameter]: ...
+
+
+def _hook(obj, name: str):
+    """``obj``'s implementation of the :class:`FitHooks` member ``name``, or ``None``."""
+    assert name in FitHooks.__annotations__ or hasattr(FitHooks, name), name
+    return getattr(obj, name, None)
 
 
 @dataclass
@@ -54,8 +105,11 @@ def fit(obj, **options):
     """Train a gpkit model or solver (or a plain GPyTorch model) in place and return it.
 
     :param obj: the model or solver to train.
-    :param epochs: passes over the data (minibatch mode).
-    :param max_iter: optimizer steps (full-batch mode); in minibatch mode an optional cap on steps.
+    :param epochs: passes over the data (minibatch mode): exactly this many when given; otherwise training
+        converges (see the module docstring).
+    :param max_iter: optimizer steps (full-batch mode; L-BFGS-B iterations for a plain ``ExactGP``); in
+        minibatch mode a fixed step budget.
+    :param min_steps: the least number of optimizer steps in the default (converging) minibatch mode.
     :param lr: learning rate.
     :param batch_size: minibatch size (minibatch mode).
     :param optimizer: ``"adam"`` or ``"lbfgs"`` (L-BFGS only in full-batch mode).
@@ -73,26 +127,79 @@ def fit(obj, **options):
     :param likelihood: likelihood for a GPyTorch model that does not carry one as ``.likelihood``.
     :return: ``obj``, trained, in eval mode, with ``obj.fit_history`` (loss per epoch or iteration).
     """
-    unknown = set(options) - _OPTIONS
+    unknown = set(options) - _ALL_OPTIONS
     if unknown:
-        raise TypeError(f"fit() got unknown option(s) {sorted(unknown)}; known options: {sorted(_OPTIONS)}")
+        raise TypeError(f"fit() got unknown option(s) {sorted(unknown)}; known options: {sorted(_ALL_OPTIONS)}")
+    if _hook(obj, "batch_loss") is not None and _hook(obj, "num_data") is not None:
+        mode = "minibatch"
+    elif callable(_hook(obj, "loss")):
+        mode = "fullbatch"
+    elif isinstance(obj, gpytorch.models.ApproximateGP):
+        mode = "approximate"
+    elif isinstance(obj, gpytorch.models.ExactGP):
+        mode = "exact" if {"lr", "optimizer"} & set(options) else "exact_botorch"
+    else:
+        raise TypeError(
+            f"fit() cannot train a {type(obj).__name__}: expected a gpkit model/solver (with batch_loss or loss) "
+            "or a GPyTorch ApproximateGP / ExactGP."
+        )
+    cannot = sorted(set(options) - _OPTIONS[mode])
+    if cannot:
+        why = {
+            "minibatch": "it stores its own training data and likelihood",
+            "fullbatch": "it is trained full-batch on its own loss()",
+            "exact_botorch": "a plain ExactGP is fitted by BoTorch's fit_gpytorch_mll (pass lr= or optimizer= "
+            "for gpkit's full-batch loop)",
+        }.get(mode, "it does not use them")
+        raise TypeError(f"fit() option(s) {cannot} cannot be used with {type(obj).__name__}: {why}")
     if options.get("seed") is not None:
         torch.manual_seed(options["seed"])
 
-    if hasattr(obj, "batch_loss") and hasattr(obj, "num_data"):
+    if mode == "minibatch":
         return _minibatch_loop(obj, obj.batch_loss, int(obj.num_data), obj, options)
-    if hasattr(obj, "loss") and callable(obj.loss):
+    if mode == "fullbatch":
         return _fullbatch_loop(obj, obj.loss, obj, options)
-    if isinstance(obj, gpytorch.models.ApproximateGP):
+    if mode == "approximate":
         batch_loss, num_data, module = _variational_elbo_loss(obj, options)
         return _minibatch_loop(obj, batch_loss, num_data, module, options)
-    if isinstance(obj, gpytorch.models.ExactGP):
-        loss, module = _exact_mll_loss(obj, options)
-        return _fullbatch_loop(obj, loss, module, options)
-    raise TypeError(
-        f"fit() cannot train a {type(obj).__name__}: expected a gpkit model/solver (with batch_loss or loss) "
-        "or a GPyTorch ApproximateGP / ExactGP."
-    )
+    if mode == "exact_botorch":
+        return _fit_exact_botorch(obj, options)
+    loss, module = _exact_mll_loss(obj, options)
+    return _fullbatch_loop(obj, loss, module, options)
+
+
+def _fit_exact_botorch(model, options):
+    """BoTorch's ``fit_gpytorch_mll`` (scipy L-BFGS-B) on the exact marginal log likelihood."""
+    if _dist.is_distributed():  # [distributed] full-batch training does not distribute: rank 0 trains alone
+        return _dist.train_on_rank0(model, model, lambda: _fit_exact_botorch(model, options))
+    from botorch import fit as botorch_fit
+    from botorch.exceptions.errors import ModelFittingError
+    from botorch.optim.closures import ForwardBackwardClosure
+    from botorch.optim.fit import fit_gpytorch_mll_scipy
+
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+    params = {name: p for name, p in mll.named_parameters() if p.requires_grad}
+    # BoTorch's default closure calls model.transform_inputs, which a plain GPyTorch ExactGP lacks
+    closure = ForwardBackwardClosure(lambda: -mll(model(*model.train_inputs), model.train_targets), params)
+    kwargs = {"options": {"maxiter": int(options["max_iter"])}} if options.get("max_iter") is not None else {}
+    good = copy.deepcopy(mll.state_dict())
+    mll.train()
+    with torch.no_grad():
+        history = [float(closure.forward())]
+    try:
+        botorch_fit.fit_gpytorch_mll(mll, closure=closure, optimizer=fit_gpytorch_mll_scipy, optimizer_kwargs=kwargs)
+    except (*_FAILURES, ModelFittingError) as error:
+        mll.load_state_dict(good)
+        raise FloatingPointError(
+            f"fit(): fit_gpytorch_mll failed ({type(error).__name__}: {error}); parameters were restored to the "
+            "initial state. Add priors/constraints, or pass lr= for gpkit's Adam loop."
+        ) from error
+    mll.train()
+    with torch.no_grad():
+        history.append(float(closure.forward()))
+    model.fit_history = history  # the loss before and after
+    mll.eval()
+    return model
 
 
 # --------------------------------------------------------------------------------------------- losses
@@ -144,7 +251,7 @@ def _resolve(obj, options, mode: str) -> dict:
     resolved = dict(_DEFAULTS[mode])
     resolved.update(getattr(obj, "fit_defaults", None) or {})
     resolved.update({k: v for k, v in options.items() if v is not None})
-    for name in ("epochs", "max_iter", "batch_size", "patience"):
+    for name in ("epochs", "max_iter", "batch_size", "patience", "min_steps"):
         value = resolved.get(name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -234,14 +341,29 @@ class _Tracker:
 
             self.bar = tqdm(total=total, unit=unit, desc=f"fit {type(obj).__name__}", dynamic_ncols=True)
 
-    def check_finite(self, loss: Tensor, where: str) -> None:
+    def fail(self, what: str, where: str, error: Exception | None = None):
+        """Restore the last good state and raise ``FloatingPointError``."""
+        self.module.load_state_dict(self.good_state)
+        self.close()
+        raise FloatingPointError(
+            f"fit(): {what} at {where}; parameters were restored to {self.good_label}. "
+            "Try a smaller lr, float64 inputs, or check the data for NaN/inf."
+        ) from error
+
+    def loss(self, fn: Callable[[], Tensor], where: str) -> Tensor:
+        """``fn()``, with a failed Cholesky or a non-finite value turned into :meth:`fail`."""
+        try:
+            loss = fn()
+        except _FAILURES as error:
+            self.fail(f"{type(error).__name__} ({str(error)[:120]})", where, error)
         if not torch.isfinite(loss):
-            self.module.load_state_dict(self.good_state)
-            self.close()
-            raise FloatingPointError(
-                f"fit(): the loss became {loss.item()} at {where}; parameters were restored to "
-                f"{self.good_label}. Try a smaller lr, float64 inputs, or check the data for NaN/inf."
-            )
+            self.fail(f"the loss became {loss.item()}", where)
+        return loss
+
+    def check_parameters(self, where: str) -> None:
+        bad = [name for name, p in self.module.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            self.fail(f"parameter(s) {bad[:3]} became non-finite", where)
 
     def step_done(self, iteration: int, epoch: int, loss: float, snapshot: bool) -> bool:
         """Record one epoch/iteration; returns True when training should stop."""
@@ -263,6 +385,8 @@ class _Tracker:
 
     def _converged(self) -> bool:
         tol, patience = self.opts.get("tol") or 0.0, self.opts["patience"]
+        if self.unit == "epoch" and self.opts.get("_step", 0) < self.opts.get("min_steps", 0):
+            return False
         if tol <= 0 or len(self.history) <= patience:
             return False
         before = min(self.history[:-patience])
@@ -284,11 +408,24 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
     batch_size = min(opts["batch_size"], num_data)
     batches_per_epoch = math.ceil(num_data / batch_size)
     epochs = opts["epochs"]
-    if opts.get("max_iter") is not None and "epochs" not in options:
-        epochs = math.ceil(opts["max_iter"] / batches_per_epoch)
-    max_steps = opts.get("max_iter") or epochs * batches_per_epoch
+    if "epochs" in options:  # an explicit epoch count: exactly that many (or max_iter steps)
+        opts["min_steps"] = 0
+        max_steps = opts.get("max_iter") or epochs * batches_per_epoch
+    elif opts.get("max_iter") is not None:
+        max_steps = opts["max_iter"]
+        opts["min_steps"] = min(opts.get("min_steps") or 0, max_steps)
+        epochs = math.ceil(max_steps / batches_per_epoch)
+    else:  # the default: converge (see the module docstring)
+        opts.setdefault("min_steps", _CONVERGE["min_steps"])
+        max_steps = max(epochs * batches_per_epoch, _CONVERGE["max_steps"], opts["min_steps"])
+        epochs = math.ceil(max_steps / batches_per_epoch)
+        if "tol" not in options:
+            opts["tol"] = _CONVERGE["tol"]
+        if "patience" not in options:
+            opts["patience"] = max(opts["patience"], math.ceil(_CONVERGE["window_steps"] / batches_per_epoch))
     device = next(module.parameters()).device
     generator = torch.Generator().manual_seed(int(opts.get("seed") or 0))
+    on_epoch_end = _hook(obj, "on_epoch_end")
 
     obj.train()
     _dist.broadcast_module(module)  # [distributed] every rank starts from rank 0's parameters and buffers
@@ -303,8 +440,7 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
             total = 0.0
             for index in _dist.shard(permutation, batch_size):  # [distributed] this rank's share of each batch
                 optimizer.zero_grad(set_to_none=True)
-                loss = batch_loss(index)
-                tracker.check_finite(loss, f"epoch {epoch}, step {step + 1}")
+                loss = tracker.loss(lambda index=index: batch_loss(index), f"epoch {epoch}, step {step + 1}")
                 loss.backward()
                 _dist.average_gradients(obj, module)  # [distributed] mean gradient over ranks
                 optimizer.step()
@@ -313,9 +449,12 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
                 if step >= max_steps:
                     break
             epoch_loss = _dist.epoch_mean(total, num_data)  # [distributed] mean over all ranks' rows
-            if getattr(obj, "on_epoch_end", None) is not None and obj.on_epoch_end(epoch):
+            tracker.check_parameters(f"the end of epoch {epoch}")
+            if on_epoch_end is not None and on_epoch_end(epoch):
                 optimizer = _make_optimizer(obj, module, opts, max(max_steps - step, 1))
             _dist.broadcast_module(module)  # [distributed] ranks stay identical after the epoch hook
+            opts["_step"] = step
+            # [distributed] rank 0's stop decision binds every rank
             if _dist.agree(tracker.step_done(step, epoch, epoch_loss, snapshot=True)) or step >= max_steps:
                 break
     finally:
@@ -340,14 +479,16 @@ def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn()
-                tracker.check_finite(loss, f"iteration {iteration}")
+                loss = tracker.loss(loss_fn, f"iteration {iteration}")
                 loss.backward()
                 last["loss"] = loss.item()
                 return loss
 
             optimizer.step(closure)
-            if tracker.step_done(iteration, 0, last["loss"], snapshot=iteration % snapshot_every == 0):
+            snapshot = iteration % snapshot_every == 0
+            if snapshot:
+                tracker.check_parameters(f"iteration {iteration}")
+            if tracker.step_done(iteration, 0, last["loss"], snapshot=snapshot):
                 break
     finally:
         tracker.close()

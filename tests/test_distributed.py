@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from linear_operator.utils.errors import NotPSDError
 
 import gpkit
 from gpkit import distributed as gdist
@@ -53,6 +54,19 @@ class _ExactGP(gpytorch.models.ExactGP):
 
     def forward(self, x):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+class _FailsOnRank1(torch.nn.Module):
+    num_data = 8
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def batch_loss(self, index):
+        if dist.get_rank() == 1:
+            raise NotPSDError("broken on purpose")
+        return (self.w - 1).pow(2).sum()
 
 
 def _rmse(model):
@@ -136,7 +150,13 @@ def _worker(rank, folder):
         out["exact_state"] = {k: v.clone() for k, v in exact.state_dict().items()}
         out["exact_history"] = list(getattr(exact, "fit_history", []))
         out["exact_warnings"] = [str(w.message) for w in caught]
-        # 4. the one-process reference fits, one per rank at once (gdist.local: no collectives)
+        # 4. a failed Cholesky on rank 1 only: every rank stops with FloatingPointError (no rank waits forever)
+        try:
+            gpkit.fit(_FailsOnRank1(), epochs=2, batch_size=4, progress=False)
+            out["failure"] = None
+        except FloatingPointError as error:
+            out["failure"] = str(error)
+        # 5. the one-process reference fits, one per rank at once (gdist.local: no collectives)
         name = list(BUILD)[rank]
         with gdist.local():
             torch.manual_seed(100)
@@ -225,6 +245,11 @@ def test_full_batch_training_runs_on_rank0_and_is_broadcast(ranks):
     assert len(ranks[0]["exact_history"]) == 15 and ranks[0]["exact_history"] == ranks[1]["exact_history"]
     assert any("does not distribute" in m and "rank 0" in m for m in ranks[0]["exact_warnings"])
     assert not any("does not distribute" in m for m in ranks[1]["exact_warnings"])
+
+
+def test_a_failure_on_one_rank_stops_every_rank(ranks):
+    assert "NotPSDError" in ranks[1]["failure"] and "broken on purpose" in ranks[1]["failure"]
+    assert "nan" in ranks[0]["failure"].lower()
 
 
 @pytest.mark.accuracy

@@ -217,3 +217,100 @@ def test_make_optimizer_matches_fit_split():
     opt.step()
     changed = (obj.offsets.detach() != before).squeeze(-1).nonzero().squeeze(-1).tolist()
     assert changed == [0, 3]  # lazy (sparse) update touches only the batch's rows
+
+
+# ------------------------------------------------------------------ defaults, failures, rejected options
+class FailsCholesky(Quadratic):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def loss(self):
+        from linear_operator.utils.errors import NotPSDError
+
+        self.calls += 1
+        if self.calls > 30:
+            raise NotPSDError("Matrix not positive definite after repeatedly adding jitter")
+        return super().loss()
+
+
+def test_failed_cholesky_restores_and_raises():
+    obj = FailsCholesky()
+    with pytest.raises(FloatingPointError, match="NotPSDError.*restored to the state after it 30"):
+        gpkit.fit(obj, max_iter=100, lr=0.1)
+    assert torch.isfinite(obj.x).all()
+
+
+def _swsgp(n=30, seed=0):
+    from gpkit.models import SWSGP
+
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, 2, generator=g, dtype=torch.float64)
+    Y = torch.sin(6 * X[:, :1]) + torch.cos(4 * X[:, 1:])
+    return SWSGP(X, Y), X, Y
+
+
+def test_infinite_lr_leaves_finite_parameters():
+    model, _, _ = _swsgp()
+    with pytest.raises(FloatingPointError, match="restored"):
+        gpkit.fit(model, lr=float("inf"))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.isfinite(model.posterior(torch.rand(3, 2, dtype=torch.float64)).mean).all()
+
+
+def test_options_a_model_cannot_use_are_rejected():
+    model, X, Y = _swsgp()
+    with pytest.raises(TypeError, match="train_X.*stores its own training data"):
+        gpkit.fit(model, train_X=X, train_Y=Y)
+    with pytest.raises(TypeError, match="batch_size"):
+        gpkit.fit(Quadratic(), batch_size=10)
+    X, y, _, _ = _diabetes_split()
+    exact = ExactGP(X[:50], y[:50], gpytorch.likelihoods.GaussianLikelihood())
+    with pytest.raises(TypeError, match="fit_gpytorch_mll"):
+        gpkit.fit(exact, epochs=3)
+
+
+def test_hooks_are_declared_once():
+    hooks = {"batch_loss", "loss", "on_epoch_end", "should_stop", "sparse_parameters"}
+    assert hooks <= set(dir(gpkit.training.FitHooks))
+    assert {"num_data", "fit_defaults"} <= set(gpkit.training.FitHooks.__annotations__)
+
+
+def test_default_minibatch_runs_min_steps_then_converges():
+    y = torch.randn(10) + 2.0
+    obj = gpkit.fit(MeanOfData(y))  # one batch per epoch
+    assert 1000 <= len(obj.fit_history) < 3000  # the step floor, then the convergence test stopped it
+    assert abs(obj.theta.item() - y.mean().item()) < 1e-2
+    assert obj.epochs_seen[0] == 1
+    # an explicit epoch count is exact
+    assert len(gpkit.fit(MeanOfData(y), epochs=7).fit_history) == 7
+
+
+def test_plain_exact_gp_goes_to_fit_gpytorch_mll():
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.optim.closures import ForwardBackwardClosure
+
+    X = torch.rand(40, 2, generator=torch.Generator().manual_seed(3))
+    y = torch.sin(5 * X[:, 0]) + X[:, 1] + 0.1 * torch.randn(40, generator=torch.Generator().manual_seed(4))
+    exact = gpkit.fit(ExactGP(X, y, gpytorch.likelihoods.GaussianLikelihood()))
+    assert exact.fit_history[-1] < exact.fit_history[0] and not exact.training
+    ref = ExactGP(X, y, gpytorch.likelihoods.GaussianLikelihood())
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(ref.likelihood, ref)
+    params = {k: p for k, p in mll.named_parameters()}
+    fit_gpytorch_mll(mll, closure=ForwardBackwardClosure(lambda: -mll(ref(X), y), params))
+    assert torch.allclose(exact.likelihood.noise, ref.likelihood.noise, rtol=1e-6)
+
+
+@pytest.mark.accuracy
+def test_default_fit_at_small_n_matches_single_task_gp_noise():
+    """At n = 30 (the BO regime) the default fit learns a noise close to SingleTaskGP + fit_gpytorch_mll."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+
+    model, X, Y = _swsgp(n=30)
+    gpkit.fit(model)
+    reference = SingleTaskGP(X, Y)
+    fit_gpytorch_mll(gpytorch.mlls.ExactMarginalLogLikelihood(reference.likelihood, reference))
+    noise, ref_noise = model.likelihood.noise.item(), reference.likelihood.noise.item()
+    assert noise < 0.02  # the initial noise prior mode is 0.0067 and the old default ended at ~0.6
+    assert abs(math.log(noise) - math.log(ref_noise)) < math.log(10)

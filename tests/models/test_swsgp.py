@@ -213,3 +213,78 @@ def test_neighbours_not_recomputed_when_inducing_points_did_not_move(monkeypatch
         model.variational_strategy.inducing_points[3] += 0.01
     model.on_epoch_end(2)
     assert calls == [1]
+
+
+# ------------------------------------------------------------------ BoTorch loops: repeats, fantasies, q-batches
+def test_repeated_inputs_cap_num_inducing():
+    X, Y, _ = _data(n=24)
+    Xr, Yr = torch.cat([X, X[:6]]), torch.cat([Y, Y[:6]])  # a BO loop re-proposes evaluated points
+    model = SWSGP(Xr, Yr)  # default num_inducing=1024, num_neighbors=50
+    assert model.variational_strategy.num_inducing == 24 and model.variational_strategy.num_neighbors == 24
+    with pytest.raises(ValueError, match="repeated"):
+        SWSGP(X, Y, inducing_points=torch.cat([X[:5], X[:1]]), num_neighbors=3)
+
+
+def test_initialize_is_gpytorch_module_initialize():
+    X, Y, _ = _data(n=50)
+    model = SWSGP(X, Y, num_inducing=10, num_neighbors=5)
+    model.initialize(**{"likelihood.noise": 0.3, "covar_module.outputscale": 2.0})
+    assert torch.allclose(model.likelihood.noise, torch.tensor(0.3))
+    assert torch.allclose(model.covar_module.outputscale, torch.tensor(2.0))
+
+
+def test_joint_posterior_is_exact_at_large_q():
+    X, Y, _ = _data(n=200)
+    model = SWSGP(X, Y, num_inducing=60, num_neighbors=8)
+    Xq = torch.rand(300, 2)  # q * H = 2400 > max_joint_inducing of a plain call, still joint in posterior()
+    cov = model.posterior(Xq).distribution.covariance_matrix
+    assert cov.shape == (300, 300) and cov.tril(-1).abs().max() > 1e-6
+    # the joint equals conditioning on the union of the neighbour sets, computed densely
+    vs = model.variational_strategy
+    union = vs.neighbors(Xq).flatten().unique()
+    Z, L = vs.inducing_points.detach(), vs.local_distribution.to_dense()
+    Kuu = model.covar_module(Z[union]).to_dense() + vs.jitter_val * torch.eye(union.numel())
+    Kxu = model.covar_module(Xq[:5], Z[union]).to_dense()
+    interp = torch.linalg.solve(Kuu, Kxu.T)
+    Lu = L[union][:, union]
+    ref = model.covar_module(Xq[:5]).to_dense() - Kxu @ interp + interp.T @ Lu @ Lu.T @ interp
+    scale = model.outcome_transform.stdvs.squeeze() ** 2
+    assert torch.allclose(cov[:5, :5], scale * ref, atol=1e-8)
+    # batches of q = 1 are the per-input marginals (what gpkit.metrics uses)
+    marg = model.posterior(Xq[:5].unsqueeze(-2)).variance.flatten()
+    assert marg.shape == (5,) and torch.isfinite(marg).all()
+
+
+@pytest.mark.filterwarnings("ignore:Optimization failed")
+def test_knowledge_gradient_and_max_value_entropy_with_q_batches(fitted):
+    from botorch.acquisition import qKnowledgeGradient, qMaxValueEntropy
+
+    model = fitted[0]
+    bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    fantasy = model.fantasize(torch.rand(2, 2), sampler=_sampler(4))
+    assert fantasy.posterior(torch.rand(3, 5, 2)).mean.shape == (4, 3, 5, 1)
+    kg = qKnowledgeGradient(model, num_fantasies=4)
+    cand, value = optimize_acqf(kg, bounds=bounds, q=2, num_restarts=2, raw_samples=16, options={"maxiter": 5})
+    assert cand.shape == (2, 2) and torch.isfinite(value)
+    mes = qMaxValueEntropy(model, candidate_set=torch.rand(200, 2), num_fantasies=4)
+    cand, value = optimize_acqf(mes, bounds=bounds, q=2, num_restarts=2, raw_samples=16, sequential=True,
+                                options={"maxiter": 5})
+    assert cand.shape == (2, 2) and torch.isfinite(value).all()
+
+
+def _sampler(n):
+    from botorch.sampling import SobolQMCNormalSampler
+
+    return SobolQMCNormalSampler(torch.Size([n]), seed=0)
+
+
+def test_fit_gpytorch_mll_on_the_elbo():
+    from botorch.fit import fit_gpytorch_mll
+
+    X, Y, f = _data(n=60)
+    model = SWSGP(X, Y, num_inducing=30, num_neighbors=10)
+    mll = gpytorch.mlls.VariationalELBO(model.likelihood, model, num_data=60)
+    before = model.likelihood.noise.item()
+    fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 30}})
+    assert model.likelihood.noise.item() != before and not model.training
+    assert torch.isfinite(model.posterior(X[:4]).mean).all()
