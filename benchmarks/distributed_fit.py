@@ -6,7 +6,7 @@ On N GPUs of one machine (NCCL)::
 
 On CPUs (gloo, one thread per process), e.g. a quick check with 2 processes::
 
-    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 benchmarks/distributed_fit.py --n 20000 --epochs 2
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 benchmarks/distributed_fit.py --num-data 20000 --epochs 2
 
 Every rank draws the same synthetic data set (a sum of sines in d dimensions plus noise, seeded), builds
 the same model and calls plain ``gpkit.fit``: under the process group ``fit`` shards each epoch's batches
@@ -44,7 +44,7 @@ def _data(n: int, d: int, seed: int, dtype, device):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=("swsgp", "dklgp"), default="swsgp")
-    parser.add_argument("--n", type=int, default=1_000_000, help="training points (default: %(default)s)")
+    parser.add_argument("--num-data", type=int, default=1_000_000, help="training points (default: %(default)s)")
     parser.add_argument("--d", type=int, default=4, help="input dimension (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=None, help="global batch; default: the model's")
@@ -62,11 +62,11 @@ def main() -> None:
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     dtype = torch.float64 if args.float64 else torch.float32
 
-    X, Y, _ = _data(args.n, args.d, seed=0, dtype=dtype, device=device)
+    X, Y, _ = _data(args.num_data, args.d, seed=0, dtype=dtype, device=device)
     Xt, _, ft = _data(10_000, args.d, seed=1, dtype=dtype, device=device)
     start = time.perf_counter()
     if args.model == "swsgp":
-        model = SWSGP(X, Y, num_inducing=min(args.num_inducing, args.n), num_neighbors=32, sparse_grad=True, seed=0)
+        model = SWSGP(X, Y, num_inducing=min(args.num_inducing, args.num_data), num_neighbors=32, sparse_grad=True, seed=0)
     else:
         model = DKLGP(X, Y, sparse_grad=True)
     model.to(device)
@@ -85,9 +85,9 @@ def main() -> None:
     if rank == 0:
         memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB/rank" if cuda else ""
         print(
-            f"{args.model} n={args.n} d={args.d} on {world} {'GPU' if cuda else 'CPU process'}(es): "
+            f"{args.model} n={args.num_data} d={args.d} on {world} {'GPU' if cuda else 'CPU process'}(es): "
             f"build {built:.1f} s, {sum(steady) / len(steady):.2f} s/epoch, "
-            f"{args.n / (sum(steady) / len(steady)):.3g} points/s, test RMSE {rmse:.4f} (noise std 0.1){memory}"
+            f"{args.num_data / (sum(steady) / len(steady)):.3g} points/s, test RMSE {rmse:.4f} (noise std 0.1){memory}"
         )
     if dist.is_initialized():
         dist.destroy_process_group()

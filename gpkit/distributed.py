@@ -261,7 +261,8 @@ def average_gradients(obj, module: torch.nn.Module) -> None:
         width = p.shape[1:]
         if g is None:
             g = torch.sparse_coo_tensor(torch.zeros(1, 0, dtype=torch.long, device=p.device),
-                                        torch.zeros(0, *width, dtype=p.dtype, device=p.device), p.shape)
+                                        torch.zeros(0, *width, dtype=p.dtype, device=p.device), p.shape,
+                                        check_invariants=False)
         indices = torch.zeros(largest, dtype=torch.long, device=p.device)
         values = torch.zeros(largest, *width, dtype=p.dtype, device=p.device)
         nnz = g.values().shape[0]
@@ -274,7 +275,7 @@ def average_gradients(obj, module: torch.nn.Module) -> None:
         keep = [int(c) for c in rows.tolist()]
         union_indices = torch.cat([ix[:c] for ix, c in zip(all_indices, keep)]).unsqueeze(0)
         union_values = torch.cat([v[:c] for v, c in zip(all_values, keep)]) / world
-        p.grad = torch.sparse_coo_tensor(union_indices, union_values, p.shape).coalesce()
+        p.grad = torch.sparse_coo_tensor(union_indices, union_values, p.shape, check_invariants=False).coalesce()
 
 
 # ----------------------------------------------------------------------------------- full batch
