@@ -422,6 +422,7 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
     device = next(module.parameters()).device
     generator = torch.Generator().manual_seed(int(opts.get("seed") or 0))
     on_epoch_end = _hook(obj, "on_epoch_end")
+    snapshot_every = math.ceil(10 / batches_per_epoch)  # a good-state copy at least every 10 steps
 
     obj.train()
     optimizer = _make_optimizer(obj, module, opts, max_steps)
@@ -445,7 +446,8 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
             if on_epoch_end is not None and on_epoch_end(epoch):
                 optimizer = _make_optimizer(obj, module, opts, max(max_steps - step, 1))
             opts["_step"] = step
-            if tracker.step_done(step, epoch, epoch_loss, snapshot=True) or step >= max_steps:
+            snapshot = epoch % snapshot_every == 0 or step >= max_steps
+            if tracker.step_done(step, epoch, epoch_loss, snapshot=snapshot) or step >= max_steps:
                 break
     finally:
         tracker.close()
@@ -467,9 +469,9 @@ def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                loss = tracker.loss(loss_fn, f"iteration {iteration}")
+                loss = tracker.loss(loss_fn, f"iteration {iteration}")  # noqa: B023 (called at once)
                 loss.backward()
-                last["loss"] = loss.item()
+                last["loss"] = loss.item()  # noqa: B023
                 return loss
 
             optimizer.step(closure)
