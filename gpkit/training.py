@@ -426,6 +426,7 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
     device = next(module.parameters()).device
     generator = torch.Generator().manual_seed(int(opts.get("seed") or 0))
     on_epoch_end = _hook(obj, "on_epoch_end")
+    snapshot_every = math.ceil(10 / batches_per_epoch)  # a good-state copy at least every 10 steps
 
     obj.train()
     _dist.broadcast_module(module)  # [distributed] every rank starts from rank 0's parameters and buffers
@@ -454,8 +455,9 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
                 optimizer = _make_optimizer(obj, module, opts, max(max_steps - step, 1))
             _dist.broadcast_module(module)  # [distributed] ranks stay identical after the epoch hook
             opts["_step"] = step
+            snapshot = epoch % snapshot_every == 0 or step >= max_steps
             # [distributed] rank 0's stop decision binds every rank
-            if _dist.agree(tracker.step_done(step, epoch, epoch_loss, snapshot=True)) or step >= max_steps:
+            if _dist.agree(tracker.step_done(step, epoch, epoch_loss, snapshot=snapshot)) or step >= max_steps:
                 break
     finally:
         tracker.close()
@@ -479,9 +481,9 @@ def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                loss = tracker.loss(loss_fn, f"iteration {iteration}")
+                loss = tracker.loss(loss_fn, f"iteration {iteration}")  # noqa: B023 (called at once)
                 loss.backward()
-                last["loss"] = loss.item()
+                last["loss"] = loss.item()  # noqa: B023
                 return loss
 
             optimizer.step(closure)

@@ -281,7 +281,7 @@ def _sampler(n):
 def test_fit_gpytorch_mll_on_the_elbo():
     from botorch.fit import fit_gpytorch_mll
 
-    X, Y, f = _data(n=60)
+    X, Y, _f = _data(n=60)
     model = SWSGP(X, Y, num_inducing=30, num_neighbors=10)
     mll = gpytorch.mlls.VariationalELBO(model.likelihood, model, num_data=60)
     before = model.likelihood.noise.item()
