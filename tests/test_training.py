@@ -317,3 +317,7 @@ def test_default_fit_at_small_n_matches_single_task_gp_noise():
     noise, ref_noise = model.likelihood.noise.item(), reference.likelihood.noise.item()
     assert noise < 0.05  # the old default (20 steps) ended at ~0.6
     assert abs(math.log(noise) - math.log(ref_noise)) < math.log(3)
+    assert len(model.fit_history) >= 1000  # the step floor ran
+    Xt = torch.rand(200, 2, generator=torch.Generator().manual_seed(9), dtype=X.dtype)
+    gap = (model.posterior(Xt).mean - reference.posterior(Xt).mean).pow(2).mean().sqrt()
+    assert gap < 0.1 * Y.std()  # the same predictions as the exact GP

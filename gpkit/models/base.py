@@ -56,7 +56,7 @@ import torch
 from botorch import settings as botorch_settings
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.models.gpytorch import GPyTorchModel
-from botorch.models.model import Model
+from botorch.models.model import FantasizeMixin, Model
 from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform, Standardize
 from botorch.models.utils.assorted import gpt_posterior_settings
@@ -92,7 +92,7 @@ def _check_module(name: str, value, cls: type, what: str) -> None:
         raise TypeError(f"{name} must be {what} (or None for the default), got {type(value).__name__} {value!r:.60}")
 
 
-class VariationalGPModel(ApproximateGP, GPyTorchModel):
+class VariationalGPModel(ApproximateGP, GPyTorchModel, FantasizeMixin):
     r"""BoTorch model base for gpkit's variational GPs (see the module docstring for the API).
 
     :param variational_strategy: the model's strategy (a GPyTorch ``_VariationalStrategy``).
@@ -317,7 +317,7 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel):
         return self
 
 
-class ConditionedVariationalGP(Model):
+class ConditionedVariationalGP(Model, FantasizeMixin):
     r"""A variational model's posterior process conditioned exactly on extra Gaussian observations.
 
     With :math:`q(f)` the model's (joint) posterior over ``[X_c, X]`` and observations
@@ -357,6 +357,10 @@ class ConditionedVariationalGP(Model):
     @property
     def batch_shape(self) -> torch.Size:
         return self.X_c.shape[:-2]
+
+    @property
+    def likelihood(self) -> Likelihood:
+        return self.base.likelihood
 
     def _latent(self, X: Tensor) -> MultivariateNormal:
         """The conditioned latent joint at model-space ``X`` (``batch x q x d``)."""

@@ -262,7 +262,7 @@ def test_knowledge_gradient_and_max_value_entropy_with_q_batches(fitted):
     model = fitted[0]
     bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     fantasy = model.fantasize(torch.rand(2, 2), sampler=_sampler(4))
-    assert fantasy.posterior(torch.rand(3, 5, 2)).mean.shape == (4, 3, 5, 1)
+    assert fantasy.posterior(torch.rand(3, 1, 5, 2)).mean.shape == (3, 4, 5, 1)
     kg = qKnowledgeGradient(model, num_fantasies=4)
     cand, value = optimize_acqf(kg, bounds=bounds, q=2, num_restarts=2, raw_samples=16, options={"maxiter": 5})
     assert cand.shape == (2, 2) and torch.isfinite(value)
