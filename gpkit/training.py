@@ -34,6 +34,8 @@ import torch
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
+from gpkit import distributed as _dist  # [distributed] data-parallel hooks (no-ops on one process)
+
 __all__ = ["FitHooks", "FitState", "fit", "make_optimizer"]
 
 _DEFAULTS = {
@@ -168,6 +170,8 @@ def fit(obj, **options):
 
 def _fit_exact_botorch(model, options):
     """BoTorch's ``fit_gpytorch_mll`` (scipy L-BFGS-B) on the exact marginal log likelihood."""
+    if _dist.is_distributed():  # [distributed] full-batch training does not distribute: rank 0 trains alone
+        return _dist.train_on_rank0(model, model, lambda: _fit_exact_botorch(model, options))
     from botorch import fit as botorch_fit
     from botorch.exceptions.errors import ModelFittingError
     from botorch.optim.closures import ForwardBackwardClosure
@@ -424,8 +428,12 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
     device = next(module.parameters()).device
     generator = torch.Generator().manual_seed(int(opts.get("seed") or 0))
     on_epoch_end = _hook(obj, "on_epoch_end")
+    snapshot_every = math.ceil(10 / batches_per_epoch)  # a good-state copy at least every 10 steps
 
     obj.train()
+    _dist.broadcast_module(module)  # [distributed] every rank starts from rank 0's parameters and buffers
+    batch_loss = _dist.wrap_loss(batch_loss)  # [distributed] loss value: the mean over ranks
+    opts["progress"] = opts["progress"] and _dist.rank() == 0  # [distributed] progress bar on rank 0 only
     optimizer = _make_optimizer(obj, module, opts, max_steps)
     tracker = _Tracker(obj, module, opts, epochs, "epoch")
     step = 0
@@ -433,21 +441,25 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
         for epoch in range(1, epochs + 1):
             permutation = torch.randperm(num_data, generator=generator).to(device)
             total = 0.0
-            for index in permutation.split(batch_size):
+            for index in _dist.shard(permutation, batch_size):  # [distributed] this rank's share of each batch
                 optimizer.zero_grad(set_to_none=True)
                 loss = tracker.loss(lambda index=index: batch_loss(index), f"epoch {epoch}, step {step + 1}")
                 loss.backward()
+                _dist.average_gradients(obj, module)  # [distributed] mean gradient over ranks
                 optimizer.step()
                 total += loss.item() * index.numel()
                 step += 1
                 if step >= max_steps:
                     break
-            epoch_loss = total / num_data
+            epoch_loss = _dist.epoch_mean(total, num_data)  # [distributed] mean over all ranks' rows
             tracker.check_parameters(f"the end of epoch {epoch}")
             if on_epoch_end is not None and on_epoch_end(epoch):
                 optimizer = _make_optimizer(obj, module, opts, max(max_steps - step, 1))
+            _dist.broadcast_module(module)  # [distributed] ranks stay identical after the epoch hook
             opts["_step"] = step
-            if tracker.step_done(step, epoch, epoch_loss, snapshot=True) or step >= max_steps:
+            snapshot = epoch % snapshot_every == 0 or step >= max_steps
+            # [distributed] rank 0's stop decision binds every rank
+            if _dist.agree(tracker.step_done(step, epoch, epoch_loss, snapshot=snapshot)) or step >= max_steps:
                 break
     finally:
         tracker.close()
@@ -457,6 +469,8 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
 
 
 def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
+    if _dist.is_distributed():  # [distributed] full-batch training does not distribute: rank 0 trains alone
+        return _dist.train_on_rank0(obj, module, lambda: _fullbatch_loop(obj, loss_fn, module, options))
     opts = _resolve(obj, options, "fullbatch")
     max_iter = opts["max_iter"]
     obj.train()
@@ -469,9 +483,9 @@ def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                loss = tracker.loss(loss_fn, f"iteration {iteration}")
+                loss = tracker.loss(loss_fn, f"iteration {iteration}")  # noqa: B023 (called at once)
                 loss.backward()
-                last["loss"] = loss.item()
+                last["loss"] = loss.item()  # noqa: B023
                 return loss
 
             optimizer.step(closure)

@@ -21,6 +21,8 @@ Construction, in a subclass's ``__init__``::
   ``n``), NaN/inf, floating dtype (integer/bool ``train_Y`` is cast), promotes mixed float dtypes to the
   wider one, detaches ``requires_grad`` inputs, and raises ``TypeError`` naming ``likelihood`` /
   ``covar_module`` when they are not GPyTorch modules (e.g. strings).
+- ``likelihood=None`` gives :func:`default_likelihood`: a ``GaussianLikelihood`` with SingleTaskGP's
+  ``LogNormal(-4, 1)`` noise prior, starting at its mode.
 - Scale: ``outcome_transform`` defaults to ``Standardize(m=1, min_stdv=1e-30)`` for Gaussian likelihoods (as
   ``SingleTaskGP``), so targets of any scale (1e-8, 1e6) predict well; pass ``None`` to switch it off.
   Non-Gaussian likelihoods default to none. Inputs are not rescaled; if a column spans less than 1e-3 or
@@ -54,22 +56,24 @@ import torch
 from botorch import settings as botorch_settings
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.models.gpytorch import GPyTorchModel
-from botorch.models.model import Model
+from botorch.models.model import FantasizeMixin, Model
 from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform, Standardize
 from botorch.models.utils.assorted import gpt_posterior_settings
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from botorch.utils.types import DEFAULT
+from gpytorch.constraints import GreaterThan
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.likelihoods import GaussianLikelihood, Likelihood
 from gpytorch.likelihoods.gaussian_likelihood import _GaussianLikelihoodBase
 from gpytorch.mlls import VariationalELBO
 from gpytorch.models import ApproximateGP
+from gpytorch.priors import LogNormalPrior
 from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-__all__ = ["ConditionedVariationalGP", "TrainingData", "VariationalGPModel"]
+__all__ = ["ConditionedVariationalGP", "TrainingData", "VariationalGPModel", "default_likelihood"]
 
 
 @dataclass
@@ -88,7 +92,7 @@ def _check_module(name: str, value, cls: type, what: str) -> None:
         raise TypeError(f"{name} must be {what} (or None for the default), got {type(value).__name__} {value!r:.60}")
 
 
-class VariationalGPModel(ApproximateGP, GPyTorchModel):
+class VariationalGPModel(ApproximateGP, GPyTorchModel, FantasizeMixin):
     r"""BoTorch model base for gpkit's variational GPs (see the module docstring for the API).
 
     :param variational_strategy: the model's strategy (a GPyTorch ``_VariationalStrategy``).
@@ -123,7 +127,8 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel):
 
         :param train_X: ``n x d`` inputs.
         :param train_Y: ``n x 1`` (or ``n``) targets.
-        :param likelihood: a GPyTorch ``Likelihood``; default ``GaussianLikelihood()``.
+        :param likelihood: a GPyTorch ``Likelihood``; default :func:`default_likelihood` (a
+            ``GaussianLikelihood`` with SingleTaskGP's noise prior).
         :param covar_module: only checked (a GPyTorch ``Kernel`` or ``None``).
         :param input_transform: a BoTorch ``InputTransform`` (e.g. ``Normalize(d)``) or ``None``.
         :param outcome_transform: a BoTorch ``OutcomeTransform``, ``None``, or the default
@@ -156,7 +161,7 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel):
             raise ValueError("train_X contains NaN or inf")
         if not torch.isfinite(Y).all():
             raise ValueError("train_Y contains NaN or inf")
-        likelihood = GaussianLikelihood() if likelihood is None else likelihood
+        likelihood = default_likelihood() if likelihood is None else likelihood
         if outcome_transform is DEFAULT:
             # min_stdv far below BoTorch's 1e-8 default, so that targets of std 1e-9 are still rescaled
             gaussian = isinstance(likelihood, _GaussianLikelihoodBase)
@@ -312,7 +317,7 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel):
         return self
 
 
-class ConditionedVariationalGP(Model):
+class ConditionedVariationalGP(Model, FantasizeMixin):
     r"""A variational model's posterior process conditioned exactly on extra Gaussian observations.
 
     With :math:`q(f)` the model's (joint) posterior over ``[X_c, X]`` and observations
@@ -352,6 +357,10 @@ class ConditionedVariationalGP(Model):
     @property
     def batch_shape(self) -> torch.Size:
         return self.X_c.shape[:-2]
+
+    @property
+    def likelihood(self) -> Likelihood:
+        return self.base.likelihood
 
     def _latent(self, X: Tensor) -> MultivariateNormal:
         """The conditioned latent joint at model-space ``X`` (``batch x q x d``)."""
@@ -396,6 +405,18 @@ class ConditionedVariationalGP(Model):
         if list(idcs) != [0]:
             raise ValueError(f"the model has a single output; subset_output needs idcs=[0], got {idcs}")
         return self
+
+
+def default_likelihood() -> GaussianLikelihood:
+    """The default likelihood: a ``GaussianLikelihood`` with SingleTaskGP's noise prior and start.
+
+    ``LogNormal(-4, 1)`` on the noise (of the standardised targets), the noise starting at the prior's mode
+    (about 0.0067) and kept above 1e-4, as BoTorch's ``get_gaussian_likelihood_with_lognormal_prior`` (but with
+    GPyTorch's softplus constraint transform, which Adam needs). The prior enters the ELBO as in the MAP fit of
+    ``SingleTaskGP``, so the two learn comparable noise levels at small n.
+    """
+    prior = LogNormalPrior(loc=-4.0, scale=1.0)
+    return GaussianLikelihood(noise_prior=prior, noise_constraint=GreaterThan(1e-4, initial_value=prior.mode))
 
 
 def _warn_scale(X: Tensor) -> None:

@@ -67,7 +67,7 @@ class LocalCholeskyVariationalDistribution(_VariationalDistribution):
         self,
         num_inducing_points: int,
         num_factor_neighbors: int | None = None,
-        batch_shape: torch.Size = torch.Size([]),
+        batch_shape: torch.Size = torch.Size([]),  # noqa: B008 (GPyTorch's signature)
         sparse_grad: bool = False,
         dtype: torch.dtype | None = None,
         device: torch.device | None = None,

@@ -109,7 +109,7 @@ class NearestInducingVariationalStrategy(_VariationalStrategy):
     @property
     @cached(name="prior_distribution_memo")
     def prior_distribution(self) -> MultivariateNormal:
-        """The prior :math:`p(\mathbf u)` at the inducing points (lazy kernel; nothing dense is formed)."""
+        r"""The prior :math:`p(\mathbf u)` at the inducing points (lazy kernel; nothing dense is formed)."""
         return self.model.forward(self.inducing_points)
 
     def neighbors(self, x: Tensor) -> Tensor:
@@ -153,7 +153,7 @@ class NearestInducingVariationalStrategy(_VariationalStrategy):
     def forward(self, x: Tensor, inducing_points: Tensor, inducing_values: Tensor | None = None,
                 variational_inducing_covar=None, neighbor_index: Tensor | None = None,
                 joint: bool | None = None, **kwargs) -> MultivariateNormal:
-        """:math:`q(\mathbf f)` at ``x`` (``(..., n, d)``); see the class docstring for ``joint``."""
+        r""":math:`q(\mathbf f)` at ``x`` (``(..., n, d)``); see the class docstring for ``joint``."""
         if x.size(-1) != inducing_points.size(-1):
             raise ValueError(f"x has {x.size(-1)} features, the inducing points {inducing_points.size(-1)}")
         if neighbor_index is None:

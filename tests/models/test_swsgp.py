@@ -262,7 +262,7 @@ def test_knowledge_gradient_and_max_value_entropy_with_q_batches(fitted):
     model = fitted[0]
     bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     fantasy = model.fantasize(torch.rand(2, 2), sampler=_sampler(4))
-    assert fantasy.posterior(torch.rand(3, 5, 2)).mean.shape == (4, 3, 5, 1)
+    assert fantasy.posterior(torch.rand(3, 1, 5, 2)).mean.shape == (3, 4, 5, 1)
     kg = qKnowledgeGradient(model, num_fantasies=4)
     cand, value = optimize_acqf(kg, bounds=bounds, q=2, num_restarts=2, raw_samples=16, options={"maxiter": 5})
     assert cand.shape == (2, 2) and torch.isfinite(value)
@@ -281,7 +281,7 @@ def _sampler(n):
 def test_fit_gpytorch_mll_on_the_elbo():
     from botorch.fit import fit_gpytorch_mll
 
-    X, Y, f = _data(n=60)
+    X, Y, _f = _data(n=60)
     model = SWSGP(X, Y, num_inducing=30, num_neighbors=10)
     mll = gpytorch.mlls.VariationalELBO(model.likelihood, model, num_data=60)
     before = model.likelihood.noise.item()

@@ -107,7 +107,8 @@ def test_exact_gp_limit_with_optimal_q():
     X, Y = _data(n=25)
     y = Y.squeeze(-1)
     n = X.size(0)
-    model = SWSGP(X, Y, outcome_transform=None, num_inducing=n, num_neighbors=n, num_factor_neighbors=n - 1, inducing_points=X)
+    model = SWSGP(X, Y, outcome_transform=None, num_inducing=n, num_neighbors=n, num_factor_neighbors=n - 1,
+                  inducing_points=X, likelihood=gpytorch.likelihoods.GaussianLikelihood())  # no noise prior
     model.variational_strategy.jitter_val = 1e-12
     noise = 0.05
     with torch.no_grad():
