@@ -25,13 +25,10 @@ from .point_processes import polygon_contains, window_contains
 from .registry import available, canonical_name, data_folder, format_available, load, names, options
 from .synthetic import kernel_module, synthetic_classification, synthetic_gp
 from .vector_fields import (
-    fibonacci_sphere,
     mesh_vector_field,
-    project_tangent,
     smooth_ambient_field,
     sphere_vector_field,
     torus_vector_field,
-    vertex_normals,
 )
 
 __all__ = [
@@ -45,7 +42,6 @@ __all__ = [
     "canonical_name",
     "data_dir",
     "data_folder",
-    "fibonacci_sphere",
     "format_available",
     "integrate",
     "kernel_module",
@@ -57,7 +53,6 @@ __all__ = [
     "pde_solution",
     "poisson_process",
     "polygon_contains",
-    "project_tangent",
     "random_split",
     "scaled_split",
     "smooth_ambient_field",
@@ -68,6 +63,5 @@ __all__ = [
     "synthetic_gp",
     "synthetic_point_process",
     "torus_vector_field",
-    "vertex_normals",
     "window_contains",
 ]

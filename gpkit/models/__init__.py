@@ -1,6 +1,7 @@
 """Ready models that a BoTorch user fits with :func:`gpkit.fit` and queries with ``posterior``."""
 
 from gpkit.models.dklgp import DKLGP
+from gpkit.models.rvgp import RVGP
 from gpkit.models.swsgp import SWSGP
 
-__all__ = ["DKLGP", "SWSGP"]
+__all__ = ["DKLGP", "RVGP", "SWSGP"]
