@@ -50,7 +50,7 @@ class ConnectionLaplacianKernel(Kernel):
     ``LowRankRootLinearOperator`` (rank ``k``) for ``x1 is x2`` so that adding noise gives Woodbury solves
     and log determinants, else a ``MatmulLinearOperator``.
 
-    :param encodings: ``N x D x k`` positional encodings (a buffer, not trained).
+    :param encodings: ``N x D x k`` positional encodings (fixed, moved by ``.to()``).
     :param eigenvalues: ``k`` eigenvalues.
     :param spectrum: ``"matern"`` or ``"se"``.
     :param kappa: initial length scale (on the scale of ``1 / sqrt(lambda)``); default
@@ -80,8 +80,9 @@ class ConnectionLaplacianKernel(Kernel):
             )
         super().__init__(**kwargs)
         self.spectrum = spectrum
-        self.register_buffer("encodings", encodings)
-        self.register_buffer("eigenvalues", eigenvalues.clamp_min(0))
+        # Not buffers: GPyTorch expands and indexes buffers as batch-shaped; these are shared. _apply moves them.
+        self.encodings = encodings
+        self.eigenvalues = eigenvalues.clamp_min(0)
         self.register_parameter("raw_nu", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1)))
         self.register_constraint("raw_nu", Interval(0.1, 10.0))
         self.register_parameter("raw_outputscale", torch.nn.Parameter(torch.zeros(self.batch_shape)))
@@ -94,6 +95,10 @@ class ConnectionLaplacianKernel(Kernel):
         if spectrum == "se":
             self.raw_nu.requires_grad_(False)
         self.to(encodings)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.encodings, self.eigenvalues = fn(self.encodings), fn(self.eigenvalues)
+        return super()._apply(fn, *args, **kwargs)
 
     @property
     def nu(self) -> Tensor:

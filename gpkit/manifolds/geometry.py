@@ -110,7 +110,9 @@ class ManifoldGeometry:
         to = {"dtype": self.points.dtype, "device": self.points.device}
         return torch.from_numpy(lam).to(**to), torch.from_numpy(vec * np.sqrt(self.num_nodes)).to(**to)
 
-    def normal_component(self, vectors: Tensor) -> Tensor:
-        """Length of each vector's part outside its node's tangent frame (``N x D`` -> ``N``)."""
-        inside = (self.frames @ (self.frames.transpose(1, 2) @ vectors.unsqueeze(-1))).squeeze(-1)
+    def normal_component(self, vectors: Tensor, index: Tensor | None = None) -> Tensor:
+        """Length of each vector's part outside its node's tangent frame (``q x D`` -> ``q``; nodes ``index``,
+        default all)."""
+        T = self.frames if index is None else self.frames[index]
+        inside = (T @ (T.transpose(1, 2) @ vectors.unsqueeze(-1))).squeeze(-1)
         return (vectors - inside).norm(dim=-1)
