@@ -156,3 +156,17 @@ def test_bad_inputs():
         model.predict(torch.tensor([0, 100]))
     with pytest.raises(TypeError, match="LongTensor"):
         model.posterior(torch.tensor([0.0]))
+
+
+def test_woodbury_nll_gradients():
+    from gpkit.models._woodbury import WoodburyNLL
+
+    g = torch.Generator().manual_seed(0)
+    Phi, y = torch.randn(30, 6, generator=g), torch.randn(30, generator=g)
+    r = torch.rand(6, generator=g).requires_grad_()
+    noise = torch.tensor(0.3, requires_grad=True)
+    fn = lambda r, noise: WoodburyNLL.apply(r, noise, Phi.T @ Phi, Phi.T @ y, float(y @ y), 30)
+    assert torch.autograd.gradcheck(fn, (r, noise))
+    K = Phi @ torch.diag(r.detach() ** 2) @ Phi.T + 0.3 * torch.eye(30)
+    dense = -torch.distributions.MultivariateNormal(torch.zeros(30), K).log_prob(y) / 30
+    assert torch.allclose(fn(r, noise), dense, atol=1e-12)
