@@ -106,12 +106,15 @@ class EuclideanVectorGP(gpytorch.models.ExactGP):
 
     def __init__(self, train_X: Tensor, train_Y: Tensor) -> None:
         D = train_Y.shape[-1]
-        likelihood = gpytorch.likelihoods.GaussianLikelihood(batch_shape=torch.Size([D]))
+        likelihood = gpytorch.likelihoods.GaussianLikelihood(
+            batch_shape=torch.Size([D]), noise_constraint=gpytorch.constraints.GreaterThan(1e-6)
+        )
         super().__init__(train_X.expand(D, *train_X.shape), train_Y.T.contiguous(), likelihood)
         self.covar_module = gpytorch.kernels.ScaleKernel(
             gpytorch.kernels.RBFKernel(batch_shape=torch.Size([D])), batch_shape=torch.Size([D])
         )
-        scale = train_Y.var(0).clamp_min(1e-12)
+        scale = train_Y.var(0)
+        scale = scale.clamp_min(1e-3 * float(scale.max()))
         self.covar_module.outputscale = scale
         self.likelihood.noise = 0.05 * scale.unsqueeze(-1)
         self.covar_module.base_kernel.lengthscale = 0.2 * float((train_X.max(0).values - train_X.min(0).values).norm())

@@ -102,9 +102,11 @@ class RVGP(Model):
         self.covar_module = ConnectionLaplacianKernel(
             geometry.encodings(), geometry.eigenvalues, spectrum, nu=nu, outputscale=max(scale, 1e-12)
         )
-        self.likelihood = likelihood or gpytorch.likelihoods.GaussianLikelihood()
+        self.likelihood = likelihood or gpytorch.likelihoods.GaussianLikelihood(
+            noise_constraint=gpytorch.constraints.GreaterThan(1e-6 * max(scale, 1e-12))
+        )
         if likelihood is None:
-            self.likelihood.noise = max(0.05 * scale, 1e-6)
+            self.likelihood.noise = 0.05 * max(scale, 1e-12)
         self.likelihood.to(points)
         self.points = points
         self.register_buffer("train_index", train_index)
