@@ -13,7 +13,7 @@ import scipy.sparse.linalg as spla
 __all__ = ["auto_num_eigenpairs", "cluster_cut", "smallest_eigenpairs"]
 
 #: matrices up to this size are diagonalised densely (exact, and faster than Lanczos there)
-DENSE_LIMIT = 5000
+DENSE_LIMIT = 6000
 
 
 def cluster_cut(eigenvalues: np.ndarray, k: int) -> int:

@@ -12,9 +12,9 @@ from linear_operator.operators import DiagLinearOperator, LowRankRootLinearOpera
 from torch import Tensor
 
 from gpkit.kernels.connection_laplacian_kernel import ConnectionLaplacianKernel
-from gpkit.manifolds.geometry import ManifoldGeometry
+from gpkit.manifolds.geometry import ManifoldGeometry, positional_encodings
 from gpkit.manifolds.graph import check_points
-from gpkit.manifolds.spectrum import auto_num_eigenpairs
+from gpkit.manifolds.spectrum import auto_num_eigenpairs, cluster_cut
 from gpkit.models._woodbury import WoodburyNLL
 from gpkit.neighbors import maximin_order
 
@@ -57,7 +57,7 @@ class RVGP(Model):
     :param likelihood: a ``GaussianLikelihood`` (default: a new one).
     :param max_eigenpairs: cap of the automatic basis size.
     :param geometry: a pre-built :class:`~gpkit.manifolds.ManifoldGeometry` of ``points`` to reuse
-        (its eigenpairs too, if it has at least the wanted number).
+        (its eigenpairs too, if it has at least the wanted number: the leading ones up to a cluster end).
     """
 
     def __init__(
@@ -97,10 +97,13 @@ class RVGP(Model):
         k = min(k, points.shape[0] * d - 1)
         if geometry.eigenvalues is None or geometry.eigenvalues.numel() < k:
             geometry.compute_eigenpairs(k)
+        # a reused geometry may hold more pairs than asked: keep the leading ones up to a cluster end
+        k = cluster_cut(geometry.eigenvalues.cpu().numpy(), k)
         self.geometry = geometry
         scale = float(train_vectors.square().sum(-1).mean()) / d  # mean squared tangent coordinate
         self.covar_module = ConnectionLaplacianKernel(
-            geometry.encodings(), geometry.eigenvalues, spectrum, nu=nu, outputscale=max(scale, 1e-12)
+            positional_encodings(geometry.frames, geometry.eigenvectors[:, :k]), geometry.eigenvalues[:k],
+            spectrum, nu=nu, outputscale=max(scale, 1e-12),
         )
         self.likelihood = likelihood or gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(1e-6 * max(scale, 1e-12))

@@ -102,8 +102,9 @@ def test_torus_field_recovery_and_noise():
     test[idx] = False
     test = test.nonzero().squeeze(-1)
     assert _alignment(model.predict(test), ds.extras["f"][test]) > 0.97
-    # observed noise: tangent, 0.1^2 per tangent direction = 0.02 / 3 per ambient coordinate on average
-    assert 0.5 * 0.01 < model.likelihood.noise.item() < 1.5 * 0.01
+    # the observed noise is tangent, 0.1^2 per tangent direction (0.02 / 3 per ambient coordinate); the
+    # model's isotropic noise lands in between, plus the basis' misfit (the initial value is 0.053)
+    assert 0.005 < model.likelihood.noise.item() < 0.02
 
 
 def test_automatic_number_of_eigenpairs_keeps_clusters():
@@ -111,7 +112,7 @@ def test_automatic_number_of_eigenpairs_keeps_clusters():
     model = RVGP(ds.X, idx, ds.y[idx])
     assert model.num_eigenpairs == 126  # n d = 120, moved up to the end of the l = 7 cluster
     small = RVGP(ds.X, idx, ds.y[idx], max_eigenpairs=20, geometry=model.geometry)
-    assert small.num_eigenpairs == 126  # the geometry's eigenpairs are reused when enough
+    assert small.num_eigenpairs == 30  # the geometry's leading eigenpairs are reused, cut at a cluster end
 
 
 def test_posterior_batch_shapes_and_float32():
