@@ -97,8 +97,10 @@ class RVGP(Model):
         k = min(k, points.shape[0] * d - 1)
         if geometry.eigenvalues is None or geometry.eigenvalues.numel() < k:
             geometry.compute_eigenpairs(k)
-        # a reused geometry may hold more pairs than asked: keep the leading ones up to a cluster end
-        k = cluster_cut(geometry.eigenvalues.cpu().numpy(), k)
+        # a reused geometry may hold more pairs than asked: keep the leading ones up to a cluster end (when
+        # enough of the spectrum beyond k is known to see the cluster's end; else all of them)
+        held = geometry.eigenvalues.numel()
+        k = cluster_cut(geometry.eigenvalues.cpu().numpy(), k) if held >= k + 16 else held
         self.geometry = geometry
         scale = float(train_vectors.square().sum(-1).mean()) / d  # mean squared tangent coordinate
         self.covar_module = ConnectionLaplacianKernel(
