@@ -183,7 +183,7 @@ class ScalarLaplacianVectorGP(torch.nn.Module):
         return r, noise, L, V
 
     def loss(self) -> Tensor:
-        r, noise, L, V = self._weights()
+        _, noise, L, V = self._weights()
         n, D = self._shape
         quad = (self._yy - V.square().sum() / noise) / noise
         logdet = D * (n * torch.log(noise) + 2 * torch.log(L.diagonal()).sum())

@@ -11,7 +11,13 @@ import torch
 from torch import Tensor
 
 from gpkit.manifolds.connection import connection_laplacian
-from gpkit.manifolds.graph import check_points, default_frame_neighbors, graph_laplacian, knn_graph, tangent_frames
+from gpkit.manifolds.graph import (
+    check_points,
+    default_frame_neighbors,
+    graph_laplacian,
+    knn_graph,
+    tangent_frames,
+)
 from gpkit.manifolds.spectrum import smallest_eigenpairs
 
 __all__ = ["ManifoldGeometry", "positional_encodings"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import math
 
 import numpy as np
@@ -12,8 +11,9 @@ import scipy.sparse.linalg as spla
 
 __all__ = ["auto_num_eigenpairs", "cluster_cut", "smallest_eigenpairs"]
 
-#: matrices up to this size are diagonalised densely (exact, and faster than Lanczos there)
+#: matrices up to this size are diagonalised densely when many pairs are wanted (or below DENSE_ALWAYS)
 DENSE_LIMIT = 6000
+DENSE_ALWAYS = 1500
 
 
 def cluster_cut(eigenvalues: np.ndarray, k: int) -> int:
@@ -39,7 +39,8 @@ def smallest_eigenpairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` smallest eigenpairs of a symmetric PSD matrix, extended or trimmed to whole clusters.
 
-    ``k + extra`` pairs are computed (densely up to :data:`DENSE_LIMIT` rows, otherwise by shift-invert
+    ``k + extra`` pairs are computed (densely up to :data:`DENSE_ALWAYS` rows, or :data:`DENSE_LIMIT` rows
+    when more than an eighth of the spectrum is wanted; otherwise by shift-invert
     Lanczos, ``scipy.sparse.linalg.eigsh`` with a sparse LU of ``L + s I`` for a small ``s > 0``, which is
     fast for the smallest eigenvalues and exact where ``which='SM'`` is slow), then :func:`cluster_cut`
     picks the count.
@@ -57,7 +58,7 @@ def smallest_eigenpairs(
     if method not in ("auto", "dense", "sparse"):
         raise ValueError(f"method must be 'auto', 'dense' or 'sparse', got {method!r}")
     m = min(n - 1, k + (max(16, math.ceil(4 * math.sqrt(k))) if extra is None else int(extra)))
-    if method == "dense" or (method == "auto" and n <= DENSE_LIMIT):
+    if method == "dense" or (method == "auto" and (n <= DENSE_ALWAYS or (n <= DENSE_LIMIT and 8 * m >= n))):
         dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
         lam, vec = scipy.linalg.eigh(dense, subset_by_index=[0, m - 1])
     else:

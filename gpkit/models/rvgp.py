@@ -92,7 +92,7 @@ class RVGP(Model):
             geometry = ManifoldGeometry.from_points(points, num_neighbors, dim, frames)
         elif geometry.points.shape != points.shape:
             raise ValueError("geometry was built on different points")
-        n, D, d = train_index.numel(), points.shape[1], geometry.dim
+        n, d = train_index.numel(), geometry.dim
         k = num_eigenpairs or auto_num_eigenpairs(n, d, points.shape[0] * d, max_eigenpairs)
         k = min(k, points.shape[0] * d - 1)
         if geometry.eigenvalues is None or geometry.eigenvalues.numel() < k:
