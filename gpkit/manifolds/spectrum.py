@@ -64,7 +64,7 @@ def smallest_eigenpairs(
     else:
         L = sp.csc_matrix(matrix, dtype=np.float64)
         shift = 1e-3 * max(float(np.abs(L.diagonal()).mean()), 1e-12)
-        lu = spla.splu((L + shift * sp.identity(n, format="csc")).tocsc(), permc_spec="MMD_AT_PLUS_A")
+        lu = spla.splu((L + shift * sp.identity(n, format="csc")).tocsc(), permc_spec="COLAMD")
         op = spla.LinearOperator((n, n), matvec=lu.solve, dtype=np.float64)
         v0 = np.random.default_rng(0).standard_normal(n)
         mu, vec = spla.eigsh(op, k=m, which="LM", v0=v0, ncv=min(n, max(2 * m + 1, 20)), tol=1e-10)
