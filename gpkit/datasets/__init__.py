@@ -41,13 +41,10 @@ _EXPORTS = {
     "kernel_module": "synthetic",
     "synthetic_classification": "synthetic",
     "synthetic_gp": "synthetic",
-    "fibonacci_sphere": "vector_fields",
     "mesh_vector_field": "vector_fields",
-    "project_tangent": "vector_fields",
     "smooth_ambient_field": "vector_fields",
     "sphere_vector_field": "vector_fields",
     "torus_vector_field": "vector_fields",
-    "vertex_normals": "vector_fields",
 }
 
 __all__ = list(_EXPORTS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gpkit.manifolds.surfaces import sphere_frame
+
 from ._io import data_file, read_numeric, read_obj, read_table
 from .dataset import Dataset, mask_split
 
@@ -46,18 +48,6 @@ def _wind_grid(component: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     table = read_numeric(data_file(f"manifolds/wind/{component}wnd_mean.csv.gz"), skip_header=True)
     lat, lon = np.unique(table[:, 1])[::-1].copy(), np.unique(table[:, 2])
     return lat, lon, table[:, 3].reshape(12, len(lat), len(lon))
-
-
-def sphere_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit-sphere points and the east/north unit tangent vectors at latitude/longitude (degrees).
-
-    :return: ``(points, east, north)`` each ``n x 3``.
-    """
-    la, lo = np.deg2rad(lat), np.deg2rad(lon)
-    points = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], -1)
-    east = np.stack([-np.sin(lo), np.cos(lo), np.zeros_like(lo)], -1)
-    north = np.stack([-np.sin(la) * np.cos(lo), -np.sin(la) * np.sin(lo), np.cos(la)], -1)
-    return points, east, north
 
 
 def load_wind(

@@ -1,4 +1,4 @@
-"""Tangent vector fields on the sphere and the torus with known closed forms."""
+"""Tangent vector fields on the sphere, the torus and the shared meshes (the geometry lives in gpkit.manifolds)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,11 @@ import math
 import torch
 from torch import Tensor
 
+from gpkit.manifolds.surfaces import fibonacci_sphere, project_tangent, torus_points, vertex_normals
+
 from .dataset import Dataset, random_split
 
 FIELD_KINDS = ("smooth", "rotation")
-
-
-def fibonacci_sphere(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    """``n`` nearly uniform points on the unit sphere (Fibonacci lattice), ``n x 3``."""
-    k = torch.arange(n, dtype=dtype) + 0.5
-    z = 1 - 2 * k / n
-    phi = k * math.pi * (3 - math.sqrt(5))
-    r = torch.sqrt(1 - z**2)
-    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1)
-
-
-def project_tangent(vectors: Tensor, normals: Tensor) -> Tensor:
-    """Remove the normal component: ``v - (v . n) n`` for unit normals ``n`` (both ``n x 3``)."""
-    return vectors - (vectors * normals).sum(-1, keepdim=True) * normals
 
 
 def smooth_ambient_field(
@@ -67,30 +55,6 @@ def sphere_vector_field(
         test_fraction,
         torch.tensor([0.0, 0.0, 1.0], dtype=dtype).expand(n, 3).cross(X, dim=-1),
     )
-
-
-def torus_points(
-    n: int, major: float = 1.0, minor: float = 0.4, seed: int = 0, dtype: torch.dtype = torch.float64
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Area-uniform random points on a torus around the z axis (rejection sampling).
-
-    :return: ``(points, normals, angles)`` with ``angles`` ``n x 2`` = (theta around the tube, phi around z).
-    """
-    if not 0 < minor < major:
-        raise ValueError(f"need 0 < minor < major, got minor={minor}, major={major}")
-    gen = torch.Generator().manual_seed(seed)
-    theta = torch.empty(0, dtype=dtype)
-    while theta.numel() < n:
-        t = 2 * math.pi * torch.rand(2 * n, generator=gen, dtype=dtype)
-        u = torch.rand(2 * n, generator=gen, dtype=dtype)
-        theta = torch.cat([theta, t[u < (major + minor * torch.cos(t)) / (major + minor)]])
-    theta = theta[:n]
-    phi = 2 * math.pi * torch.rand(n, generator=gen, dtype=dtype)
-    normals = torch.stack(
-        [torch.cos(theta) * torch.cos(phi), torch.cos(theta) * torch.sin(phi), torch.sin(theta)], -1
-    )
-    centre = torch.stack([major * torch.cos(phi), major * torch.sin(phi), torch.zeros_like(phi)], -1)
-    return centre + minor * normals, normals, torch.stack([theta, phi], -1)
 
 
 def torus_vector_field(
@@ -142,14 +106,6 @@ def _field_dataset(
     extras = {"normals": normals, "f": f, "kind": kind, "seed": seed}
     desc = f"{kind} tangent vector field on the {name.split('-')[0]} at {len(X)} points (seed {seed})."
     return Dataset(name, X, y, random_split(len(X), test_fraction, seed), extras, desc)
-
-
-def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
-    """Area-weighted unit vertex normals of a triangle mesh (``N x 3`` from ``N x 3`` vertices, ``F x 3`` faces)."""
-    v0, v1, v2 = (vertices[faces[:, k]] for k in range(3))
-    face_n = torch.linalg.cross(v1 - v0, v2 - v0)  # length = 2 x triangle area
-    normals = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), face_n.repeat_interleave(3, dim=0))
-    return normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-300)
 
 
 def mesh_vector_field(
