@@ -225,42 +225,11 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     def fit_defaults(self) -> dict:
         return {"epochs": 200, "lr": 0.1, "batch_size": 4096, "min_steps": 150}
 
-    @torch.no_grad()
-    def _use_coreset_duals(self, w: Tensor) -> None:
-        """Set the strategy's duals to those of the weighted objective: batch sites + the memory's sites times
-        their weights, without the frozen part.
-
-        When the memory's ELL is up-weighted to stand for all retired data, the frozen duals (the retired
-        data's own sites) must not sit in ``q`` as well: that would count the retired data twice, once in
-        ``q`` and once through the weighted memory, and the M-step would then optimise an ELBO whose ``q``
-        is far from its own optimum (the learned noise drifted up on the UCI streams). With these duals ``q``
-        is the E-step optimum of the very objective the M-step maximises (exactly so for a Gaussian
-        likelihood).
-        """
-        strategy = self.variational_strategy
-        b = self._train_X.size(0)
-        X, Y, wm = self._memory_X, self._memory_Y, w[b:]
-        if isinstance(self.likelihood, GaussianLikelihood):
-            noise = self.likelihood.noise.detach().reshape(-1)[0]
-            site1 = (Y - self.mean_module(X)) / noise
-            beta = (1 / noise).expand(site1.shape)
-        else:
-            mean, var, prior_mean = strategy.marginals(X)
-            site1, beta = site_parameters(self.likelihood, mean, var, prior_mean, Y)
-        l1, l2 = strategy.project_sites(X, wm * site1, wm * beta)
-        strategy.set_duals(self._batch_lambda1 + l1, self._batch_Lambda2 + l2)
-
     def batch_loss(self, index: Tensor) -> Tensor:
-        """Negative ELBO per datum with the duals fixed: the ELL of batch + weighted memory minus the KL.
-
-        With an up-weighted memory (``memory_weighting`` other than ``"unit"``) ``q`` is built from the batch's
-        and the weighted memory's sites only (see :meth:`_use_coreset_duals`); :meth:`on_epoch_end` restores
-        the full duals (frozen + memory + batch) used for prediction."""
+        """Negative ELBO per datum with the duals fixed: the ELL of batch + weighted memory minus the KL."""
         X, Y = self.train_inputs[0], self.train_targets
         index = index.to(X.device)
         w = self._weights()
-        if self._memory_X.size(0) and self.memory_weighting != "unit":
-            self._use_coreset_duals(w)
         ell = self.likelihood.expected_log_prob(Y[index], self(X[index]))
         total = X.size(0) / index.numel() * (w[index] * ell).sum() - self.variational_strategy.kl_divergence()
         return -total / w.sum()
