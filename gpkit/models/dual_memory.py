@@ -37,9 +37,11 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     steps on the negative ELBO with the duals held fixed (``batch_loss``, gradients through the kernel, the
     likelihood and, offline, the inducing locations), then :meth:`on_epoch_end` runs damped site updates
     at the new hyperparameters, so the returned ``q`` is the E-step optimum at the final hyperparameters.
-    By default the memory stands in for all retired data in the expected log likelihood: its weights sum
-    to :math:`N_{\mathrm{old}}` (each retired point counted once, the memory points not twice); see
-    ``memory_weighting``.
+    By default (``memory_weighting="unit"``) every datum is counted once in ``q`` (its site lives in the
+    frozen, memory or batch duals) and at most once in the hyperparameter objective (batch and memory, weight
+    1): the retired data enter the M-step only through the frozen duals in ``q``. Up-weighting the memory to
+    :math:`N_{\mathrm{old}}/|\mathrm{memory}|` (``"uniform"``, the spec's choice) counts the retired data
+    twice, in ``q`` through the frozen duals and again through the weighted memory; see ``memory_weighting``.
 
     :meth:`update` (a new batch): retire the current batch (memory drawn by Bayesian leverage score without
     replacement, capped at ``memory_size``; the rest frozen), move the inducing points by greedy pivoted
@@ -66,11 +68,15 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         (never in :meth:`update`, where the frozen duals are tied to them).
     :param rho: damping of the site updates; default 1 (Gaussian) or 0.5.
     :param update_epochs: hyperparameter epochs per :meth:`update` (0: sites only).
-    :param memory_weighting: the memory's ELL weights in the hyperparameter objective: ``"uniform"``
-        (default, :math:`N_{\mathrm{old}}/|\mathrm{memory}|` each, summing to the number of retired points),
-        ``"inverse_probability"`` (the same sum, shared in proportion to the inverse inclusion probabilities
-        of the leverage-score draw) or ``"unit"`` (1 each: the memory as extra data; under-counts the old
-        data, but on the elevators stream it learned a better noise level, see the benchmark).
+    :param memory_weighting: the memory's ELL weights in the hyperparameter objective: ``"unit"`` (default,
+        1 each: every datum counted once in ``q`` and at most once in the objective), ``"uniform"``
+        (:math:`N_{\mathrm{old}}/|\mathrm{memory}|` each, summing to the number of retired points) or
+        ``"inverse_probability"`` (the same sum, shared in proportion to the inverse inclusion probabilities of
+        the leverage-score draw). The last two count the retired data twice (frozen duals in ``q`` plus the
+        weighted memory): on the UCI streams they inflated the learned noise and lost NLPD (see the
+        benchmark); building the M-step ``q`` from batch + weighted memory sites instead makes the objective
+        consistent but lets ``q`` interpolate the up-weighted points (a point of weight ``s`` acts like ``s``
+        identical observations), so the noise collapses (tried; not offered).
     :param input_transform: a BoTorch input transform (applied to the stored inputs once).
     :param outcome_transform: a BoTorch outcome transform; default ``Standardize`` for a Gaussian likelihood
         (its statistics come from the first batch and stay fixed in :meth:`update`), else none.
@@ -90,7 +96,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         learn_inducing_locations: bool = True,
         rho: float | None = None,
         update_epochs: int = 30,
-        memory_weighting: str = "uniform",
+        memory_weighting: str = "unit",
         input_transform: InputTransform | None = None,
         outcome_transform: OutcomeTransform | None = DEFAULT,
         seed: int = 0,
