@@ -243,6 +243,17 @@ def test_memory_weightings(weighting):
         DualMemoryGP(X, Y, memory_weighting="double")
 
 
+def test_default_memory_weight_counts_each_datum_once():
+    """By default the memory is not up-weighted: the retired data already sit in q through the frozen duals,
+    so weights N_old/|memory| would count them a second time (on the UCI streams that inflated the noise)."""
+    X, Y = _data(120, seed=7)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=15, memory_size=12, memory_per_batch=6, update_epochs=0)
+    model.update(X[40:80], Y[40:80])
+    model.update(X[80:], Y[80:])
+    assert model.memory_weighting == "unit"
+    assert torch.equal(model._weights(), torch.ones(40 + 12, dtype=torch.float64))
+
+
 def test_knowledge_gradient_and_max_value_entropy(exact_pair):
     from botorch.acquisition import qKnowledgeGradient
     from botorch.acquisition.max_value_entropy_search import qMaxValueEntropy
