@@ -244,8 +244,8 @@ def test_memory_weightings(weighting):
 
 
 def test_default_memory_weight_counts_each_datum_once():
-    """By default the memory is not up-weighted: the retired data already sit in q through the frozen duals,
-    so weights N_old/|memory| would count them a second time (on the UCI streams that inflated the noise)."""
+    """By default the memory is not up-weighted (N_old/|memory| weights let the leverage-selected memory
+    dominate the M-step; on the UCI streams that inflated the learned noise): every held datum weighs 1."""
     X, Y = _data(120, seed=7)
     model = DualMemoryGP(X[:40], Y[:40], num_inducing=15, memory_size=12, memory_per_batch=6, update_epochs=0)
     model.update(X[40:80], Y[40:80])
