@@ -165,8 +165,8 @@ def test_update_touches_only_batch_and_memory_and_costs_the_same(monkeypatch):
     assert model.memory[0].size(0) == 15  # capped
     assert per_update[-1] == per_update[3]  # the same work for the 10th batch as for the 5th
     assert model.num_retired.item() == 360
-    # the memory stands in for all retired points exactly once
-    assert torch.isclose(model._weights().sum(), torch.tensor(400.0, dtype=torch.float64))
+    # by default every datum held (batch and memory) is counted once in the objective
+    assert torch.isclose(model._weights().sum(), torch.tensor(40.0 + 15, dtype=torch.float64))
     assert model.variational_strategy.inducing_points.shape == (20, 2)
 
 
@@ -241,6 +241,17 @@ def test_memory_weightings(weighting):
     assert torch.isclose(w[40:].sum(), torch.tensor(expected, dtype=torch.float64))
     with pytest.raises(ValueError, match="memory_weighting"):
         DualMemoryGP(X, Y, memory_weighting="double")
+
+
+def test_default_memory_weight_counts_each_datum_once():
+    """By default the memory is not up-weighted (N_old/|memory| weights let the leverage-selected memory
+    dominate the M-step; on the UCI streams that inflated the learned noise): every held datum weighs 1."""
+    X, Y = _data(120, seed=7)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=15, memory_size=12, memory_per_batch=6, update_epochs=0)
+    model.update(X[40:80], Y[40:80])
+    model.update(X[80:], Y[80:])
+    assert model.memory_weighting == "unit"
+    assert torch.equal(model._weights(), torch.ones(40 + 12, dtype=torch.float64))
 
 
 def test_knowledge_gradient_and_max_value_entropy(exact_pair):
