@@ -32,15 +32,26 @@ def dense_negative_log_joint(solver: KroneckerPDESolver) -> tuple[Tensor, dict]:
     u = L @ solver.W.reshape(N)
     alpha = torch.cholesky_solve(u.unsqueeze(-1), L).squeeze(-1)
     prior = L.diagonal().log().sum() + 0.5 * (u * alpha).sum()
-    derivs = {}
-    for key in ((),) + tuple(k for k in solver.problem.derivatives if k != ()):
+    factors = [G + solver.jitter * I for G, I in zip(grams, eye)]
+    derivs = {(): solver.u_scale * u.reshape(sizes)}
+    for key in solver.problem.derivatives:
+        if key == ():
+            continue
         mats = [
-            (k.grid_covariance(n, h, key.count(i)) / w ** key.count(i)) if (key.count(i) or not key) else G + solver.jitter * I
-            for i, (k, n, h, w, G, I) in enumerate(zip(solver.kernels, sizes, solver.spacings, solver.widths, grams, eye))
+            k.grid_covariance(n, h, key.count(i)) / w ** key.count(i) if key.count(i) else F
+            for i, (k, n, h, w, F) in enumerate(zip(solver.kernels, sizes, solver.spacings, solver.widths, factors))
         ]
         derivs[key] = solver.u_scale * (_kron(mats) @ alpha).reshape(sizes)
     r = solver.problem.residual(derivs, solver.grid_points, solver.source_values) / solver.r_scale
-    b = (derivs[()][solver.boundary_mask] - solver.boundary_values) / solver.u_scale
+    # boundary faces: the conditional mean along each face's normal mode (corners from the first mode)
+    field = u.reshape(sizes).clone()
+    for i in reversed(range(len(sizes))):
+        mats = [G[[0, -1]] if j == i else F for j, (G, F) in enumerate(zip(grams, factors))]
+        faces = (_kron(mats) @ alpha).reshape(*sizes[:i], 2, *sizes[i + 1 :])
+        index = [slice(None)] * len(sizes)
+        index[i] = [0, sizes[i] - 1]
+        field[tuple(index)] = faces
+    b = field[solver.boundary_mask] - solver.boundary_values / solver.u_scale
     tau, v = solver.log_tau.exp(), solver.log_v.exp()
     boundary = -solver.problem.boundary_weight * (
         0.5 * b.numel() * solver.log_tau - 0.5 * tau * b.pow(2).sum()

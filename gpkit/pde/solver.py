@@ -202,18 +202,15 @@ class KroneckerPDESolver(torch.nn.Module):
     def _chains(self) -> dict:
         """``{key: [(mode, order), ...]}``: the modes each field acts on (the value: every mode, order 0)."""
         keys = ((),) + tuple(k for k in self.problem.derivatives if k != ())
-        return {
-            key: [(i, key.count(i)) for i in range(self.problem.dim) if key.count(i) or not key] for key in keys
-        }
+        return {key: [(i, key.count(i)) for i in sorted(set(key))] for key in keys}
 
     def derivative_operators(self, chol: KroneckerCholesky | None = None) -> dict:
         r"""
         Per-mode operators of the value and of every derivative the problem needs, at the grid points:
         ``{key: [(mode, A), ...]}`` with :math:`A = k_i^{(o)} K_i^{-1} / w_i^{o}` (cross covariance without
         jitter) along the modes the derivative acts on (order :math:`o`) and identity along the others, as in the
-        paper (:math:`(K_1'' \otimes K_2)(K_1 \otimes K_2)^{-1} = K_1'' K_1^{-1} \otimes I`). The value (key
-        ``()``) is the conditional mean :math:`K K_{\text{jitter}}^{-1} U` along every mode, so the boundary data
-        and value terms agree with :meth:`predict`.
+        paper (:math:`(K_1'' \otimes K_2)(K_1 \otimes K_2)^{-1} = K_1'' K_1^{-1} \otimes I`); the value (key
+        ``()``) is ``U``. Boundary data are matched by :meth:`boundary_field`.
         """
         chol = self.factorization() if chol is None else chol
         mats: dict[tuple[int, int], Tensor] = {}
@@ -257,16 +254,34 @@ class KroneckerPDESolver(torch.nn.Module):
 
     @property
     def U(self) -> Tensor:
-        """Solution at the grid points (the conditional mean there), shape ``grid_size``."""
+        """Grid values of the solution, shape ``grid_size``."""
         with torch.no_grad():
-            return self.grid_derivatives()[()]
+            return self.u_scale * self.factorization().unwhiten(self.W)
+
+    def boundary_field(self, U: Tensor, chol: KroneckerCholesky) -> Tensor:
+        r"""
+        ``U`` with each boundary face replaced by the GP conditional mean there along the face's normal mode,
+        :math:`U \times_i (K_i K_{i,\text{jitter}}^{-1})_{\{0, N_i - 1\}}` (the value :meth:`predict` gives in 1-D;
+        corners from the first mode). Only its boundary entries are used.
+        """
+        out = U
+        for i in reversed(range(self.problem.dim)):
+            n = self.sizes[i]
+            K = self.kernels[i].grid_covariance(n, self.spacings[i], 0)[[0, n - 1]]  # shape: (2, N_i)
+            faces = chol.apply_conditional(U, K, i)  # shape: U with N_i -> 2
+            index = [slice(None)] * self.problem.dim
+            index[i] = [0, n - 1]
+            out = out.clone()
+            out[tuple(index)] = faces
+        return out
 
     def _terms(self) -> tuple[Tensor, Tensor, KroneckerCholesky]:
         """Scaled residual, scaled boundary misfit and the factorisation."""
         chol = self.factorization()
-        fields = self.grid_derivatives(chol.unwhiten(self.W), chol)
+        U = chol.unwhiten(self.W)
+        fields = self.grid_derivatives(U, chol)
         r = self.problem.residual(fields, self.grid_points, self.source_values)
-        b = (fields[()][self.boundary_mask] - self.boundary_values) / self.u_scale
+        b = self.boundary_field(U, chol)[self.boundary_mask] - self.boundary_values / self.u_scale
         return r / self.r_scale, b, chol
 
     def loss(self) -> Tensor:
@@ -299,7 +314,7 @@ class KroneckerPDESolver(torch.nn.Module):
         chol = self.factorization()
         fields = self.grid_derivatives(chol.unwhiten(self.W), chol)
         r = self.problem.residual(fields, self.grid_points, self.source_values)
-        b = fields[()][self.boundary_mask] - self.boundary_values
+        b = self.u_scale * self.boundary_field(chol.unwhiten(self.W), chol)[self.boundary_mask] - self.boundary_values
         return _rms(r) / self._operator_scale(fields, self.source_values), _rms(b) / self.u_scale
 
     def _operator_scale(self, fields: dict, f: Tensor) -> float:
@@ -345,7 +360,7 @@ class KroneckerPDESolver(torch.nn.Module):
         def equations(U: Tensor) -> Tensor:
             fields = self.grid_derivatives(U, chol, ops)
             E = problem.residual(fields, X, self.source_values) / self.r_scale
-            return E.masked_scatter(mask, fields[()][mask] / self.u_scale - g)
+            return E.masked_scatter(mask, self.boundary_field(U, chol)[mask] - g)
 
         # constant-coefficient part: the pure derivative terms (identity along the other modes) and the value
         pure = {key: chain[0] for key, chain in ops.items() if key and len(chain) == 1}  # key -> (mode, A)
@@ -479,9 +494,9 @@ class KroneckerPDESolver(torch.nn.Module):
         prior_var = math.prod(float(k.derivative_covariance(zero, zero)) for k in self.kernels)  # stationary
 
         def stacked(W: Tensor) -> Tensor:
-            fields = self.grid_derivatives(chol.unwhiten(W), chol)
-            r = self.problem.residual(fields, self.grid_points, self.source_values)
-            b = (fields[()][self.boundary_mask] - self.boundary_values) / self.u_scale
+            U = chol.unwhiten(W)
+            r = self.problem.residual(self.grid_derivatives(U, chol), self.grid_points, self.source_values)
+            b = self.boundary_field(U, chol)[self.boundary_mask] - self.boundary_values / self.u_scale
             return torch.cat([b * (self.problem.boundary_weight * self.log_tau.exp()).sqrt(),
                               (r / self.r_scale).reshape(-1) * self.log_v.exp().sqrt()])
 
