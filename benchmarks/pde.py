@@ -288,7 +288,27 @@ def main(bench):
     quick, device = bench.quick, bench.device
     iters = 200 if quick else ITERATIONS
     all_cases = cases()[:1] if quick else cases()
-    seeds = [0] if quick else [0, 1, 2]
+    if os.environ.get("GPKIT_PDE_CASES"):  # e.g. "0,3": a subset of cases() (the committed CPU run, see notes)
+        all_cases = [cases()[int(i)] for i in os.environ["GPKIT_PDE_CASES"].split(",")]
+    seeds = [0] if quick else list(range(int(os.environ.get("GPKIT_PDE_SEEDS", 3))))
+    from gpkit.benchmarking import benchmarks_dir
+
+    bench.note(
+        f"Same budget for every method: {iters} Adam iterations (gpkit.fit's default for the solver; PINNs: "
+        f"{iters} Adam steps, lr 1e-3, width 64, depth 3, min(grid points, 2048) fresh collocation points per step). "
+        "GP rows: gpkit.fit with its defaults (lr 1e-2, cosine schedule), then the collocation finish (Newton, "
+        "each linear system by GMRES preconditioned with the Kronecker-sum solve; one step for a linear PDE). "
+        "rel_l2_adam_only: the same run before the finish. 'GP-HM untrained kernel + finish': the initial "
+        "kernel (frequencies linspace(0, max_frequency, Q), equal weights) and the finish, no Adam (ablation). "
+        "GP-HM is deterministic (zero initial grid values, fixed initial kernel), so it runs once; the PINNs run "
+        f"{len(seeds)} seeds (median, min, max). pruned_fraction: share of dimension-0 mixture weights below 5% "
+        "of the largest; top_frequency: the frequency (cycles per unit) of the largest weight. "
+        "midpoint_residual: relative PDE residual of the GP mean between grid points (uses no solution). "
+        "Smaller grids than the spec's table (1-D 300 instead of 400-900; 2-D 100^2 instead of 200-400^2; the "
+        "x sin200x, sin500x, 1-D Allen-Cahn sin(100x), 2-D sin100x sin100y and advection rows are left out) so "
+        "the full CPU run takes ~15 minutes. peak_memory_mb: peak RSS growth of a forked child running the "
+        "whole fit (CPU). Scaling rows: one loss + gradient on an n x n grid."
+    )
     for name, problem, grid, Q, freq in all_cases:
         gp = [("GP-HM", "gm", False), ("GP-HM untrained kernel + finish", "gm", True)]
         if problem.dim == 1:
@@ -314,6 +334,7 @@ def main(bench):
                 iterations=iters,
                 peak_memory_mb=max(r["peak_memory_mb"] for r in runs),
             )
+        bench.save(benchmarks_dir() / "results")  # partial results survive an interrupted run
     bench.compare(
         "GP-HM",
         ["GP-HM untrained kernel + finish", "GP-HM-StM", "GP-SE", "GP-Matern", "PINN", "RFF-PINN"],
@@ -326,23 +347,7 @@ def main(bench):
     cuda = device.type == "cuda"
     scaling(
         bench,
-        sizes_dense=[8, 16] if quick else [8, 16, 24, 32] + ([40, 48] if cuda else []),
-        sizes_kron=[8, 16, 64] if quick else [8, 16, 24, 32, 100, 200] + ([400, 800] if cuda else []),
+        sizes_dense=[8, 16] if quick else [8, 16, 24] + ([32, 40, 48] if cuda else []),
+        sizes_kron=[8, 16, 64] if quick else [8, 16, 24, 100] + ([200, 400, 800] if cuda else []),
         device=device,
-    )
-    bench.note(
-        f"Same budget for every method: {iters} Adam iterations (gpkit.fit's default for the solver; PINNs: "
-        f"{iters} Adam steps, lr 1e-3, width 64, depth 3, min(grid points, 2048) fresh collocation points per step). "
-        "GP rows: gpkit.fit with its defaults (lr 1e-2, cosine schedule), then the collocation finish (Newton, "
-        "each linear system by GMRES preconditioned with the Kronecker-sum solve; one step for a linear PDE). "
-        "rel_l2_adam_only: the same run before the finish. 'GP-HM untrained kernel + finish': the initial "
-        "kernel (frequencies linspace(0, max_frequency, Q), equal weights) and the finish, no Adam (ablation). "
-        "GP-HM is deterministic (zero initial grid values, fixed initial kernel), so it runs once; the PINNs run "
-        f"{len(seeds)} seeds (median, min, max). pruned_fraction: share of dimension-0 mixture weights below 5% "
-        "of the largest; top_frequency: the frequency (cycles per unit) of the largest weight. "
-        "midpoint_residual: relative PDE residual of the GP mean between grid points (uses no solution). "
-        "Smaller grids than the spec's table (1-D 300 instead of 400-900; 2-D 100^2 instead of 200-400^2; the "
-        "x sin200x, sin500x, 1-D Allen-Cahn sin(100x), 2-D sin100x sin100y and advection rows are left out) so "
-        "the full CPU run takes ~15 minutes. peak_memory_mb: peak RSS growth of a forked child running the "
-        "whole fit (CPU). Scaling rows: one loss + gradient on an n x n grid."
     )
