@@ -1,4 +1,6 @@
 import json
+import statistics
+import time
 
 import pytest
 import torch
@@ -12,13 +14,15 @@ def test_measure_records_median_value_and_memory():
 
     def work():
         calls.append(1)
-        return torch.ones(2_000_000).sum().item()  # allocates ~16 MB
+        block = torch.ones(16_000_000)  # 64 MB: above glibc's largest mmap threshold, so a fresh mapping
+        time.sleep(0.03)  # held long enough for the 2 ms RSS sampler
+        return block.sum().item()
 
     m = bench.measure(work)
     assert len(calls) == 7 and len(m.times) == 5
-    assert m.value == 2_000_000
-    assert min(m.times) <= m.seconds <= max(m.times)
-    assert m.peak_memory_mb >= 0
+    assert m.value == 16_000_000
+    assert m.seconds == statistics.median(m.times)  # the median of the repeats, not just any of them
+    assert 50 < m.peak_memory_mb < 200  # the block is seen, and counted once
 
 
 def test_ratios_markdown_and_json(tmp_path):

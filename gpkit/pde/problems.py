@@ -35,22 +35,30 @@ def autodiff_derivatives(
     """
     X = X.detach().requires_grad_(True)
     out: Derivatives = {}
+
+    def grad(y: Tensor, **kw) -> Tensor:  # zero where y does not depend on X (linear or constant u)
+        if not y.requires_grad:
+            return torch.zeros_like(X)
+        g = torch.autograd.grad(y.sum(), X, allow_unused=True, **kw)[0]
+        return torch.zeros_like(X) if g is None else g
+
     with torch.enable_grad():
         value = u(X)
-        grad = None
+        if not torch.is_tensor(value) or value.shape != X.shape[:-1]:
+            raise ValueError(f"u must map an n x d tensor to n values, got shape {getattr(value, 'shape', None)}.")
+        first = None
         for key in keys:
             if len(key) > 2:
                 raise ValueError(f"derivatives up to second order are supported, got {key}.")
             if len(key) == 0:
                 out[key] = value.detach()
                 continue
-            if grad is None:
-                grad = torch.autograd.grad(value.sum(), X, create_graph=True)[0]
-            first = grad[:, key[0]]
+            if first is None:
+                first = grad(value, create_graph=True)
             if len(key) == 1:
-                out[key] = first.detach()
+                out[key] = first[:, key[0]].detach()
             else:
-                out[key] = torch.autograd.grad(first.sum(), X, retain_graph=True)[0][:, key[1]].detach()
+                out[key] = grad(first[:, key[0]], retain_graph=True)[:, key[1]].detach()
     return out
 
 
