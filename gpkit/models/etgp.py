@@ -111,7 +111,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
         hidden: Sequence[int] = (50,),
         dropout: float = 0.5,
         weight_decay: float = 1e-5,
-        num_quadrature: int = 20,
+        num_quadrature: int = 10,
         warmup_epochs: int | None = None,
         learn_inducing_locations: bool = True,
         seed: int = 0,
