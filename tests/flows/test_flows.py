@@ -115,6 +115,9 @@ def test_input_dependent_flow_identity_and_prefit():
     y = flow(f, x)
     assert torch.allclose(flow.inverse(y, x), f, atol=1e-8)
     assert flow.penalty() > 0
+    flow.offset_penalty = 2.0
+    expected = flow.penalty() + flow.network(x).pow(2).sum(-1).mean()
+    torch.testing.assert_close(flow.penalty(x), expected)
 
 
 def test_input_dependent_parameters_vary_with_x():
@@ -140,6 +143,8 @@ def test_bad_arguments():
         InputDependentFlow(AffineFlow(2), 3, dropout=1.0)
     with pytest.raises(ValueError, match="activation"):
         InputDependentFlow(AffineFlow(2), 3, activation="gelu2")
+    with pytest.raises(ValueError, match="offset_penalty"):
+        InputDependentFlow(AffineFlow(2), 3, offset_penalty=-1.0)
     with pytest.raises(TypeError, match="flow"):
         InputDependentFlow(torch.nn.Linear(2, 2), 3)
     with pytest.raises(ValueError, match="columns"):
