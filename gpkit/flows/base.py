@@ -121,7 +121,7 @@ class ComposedFlow(ElementwiseFlow):
     def identity_raw(self) -> Tensor:
         return torch.cat([g.identity_raw() for g in self.flows])
 
-    def _split(self, raw: Tensor | None) -> list[Tensor | None]:
+    def split_raw(self, raw: Tensor | None) -> list[Tensor | None]:
         if raw is None:
             return [None] * len(self.flows)
         if raw.size(-1) != self.num_parameters:
@@ -129,18 +129,18 @@ class ComposedFlow(ElementwiseFlow):
         return list(raw.split([g.num_parameters for g in self.flows], dim=-1))
 
     def forward(self, f: Tensor, raw: Tensor | None = None) -> Tensor:
-        for g, r in zip(self.flows, self._split(raw)):
+        for g, r in zip(self.flows, self.split_raw(raw)):
             f = g(f, r)
         return f
 
     def inverse(self, y: Tensor, raw: Tensor | None = None) -> Tensor:
-        for g, r in reversed(list(zip(self.flows, self._split(raw)))):
+        for g, r in reversed(list(zip(self.flows, self.split_raw(raw)))):
             y = g.inverse(y, r)
         return y
 
     def log_abs_det_jacobian(self, f: Tensor, raw: Tensor | None = None) -> Tensor:
         total = 0.0
-        for g, r in zip(self.flows, self._split(raw)):
+        for g, r in zip(self.flows, self.split_raw(raw)):
             total = total + g.log_abs_det_jacobian(f, r)
             f = g(f, r)
         return total

@@ -30,6 +30,10 @@ class InputDependentFlow(nn.Module):
     :param activation: ``"tanh"`` or ``"relu"``.
     :param weight_decay: :math:`\lambda` of the penalty :math:`\frac{\lambda}{2} \|W\|^2` (:meth:`penalty`)
         on the network's weights (not biases).
+    :param offset_penalty: :math:`\gamma` of the penalty :math:`\frac{\gamma}{2} \|\mathrm{NN}(x)\|^2` per
+        input on the network's output (a Gaussian prior centring every input's flows on the shared
+        :math:`\theta_0`): input dependence of the flows must pay for itself, so the network cannot cheaply
+        classify alone (the NN-bypass pitfall). 0 switches it off.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class InputDependentFlow(nn.Module):
         dropout: float = 0.5,
         activation: str = "tanh",
         weight_decay: float = 1e-5,
+        offset_penalty: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(flow, ElementwiseFlow):
@@ -52,6 +57,9 @@ class InputDependentFlow(nn.Module):
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if offset_penalty < 0:
+            raise ValueError(f"offset_penalty must be >= 0, got {offset_penalty!r}")
+        self.offset_penalty = float(offset_penalty)
         self.flow = flow
         self.input_dim, self.weight_decay = input_dim, float(weight_decay)
         layers: list[nn.Module] = []
@@ -84,10 +92,14 @@ class InputDependentFlow(nn.Module):
     def log_abs_det_jacobian(self, f: Tensor, x: Tensor) -> Tensor:
         return self.flow.log_abs_det_jacobian(f, self.raw(x))
 
-    def penalty(self) -> Tensor:
-        r""":math:`\frac{\lambda}{2} \sum W^2` over the network's weight matrices."""
+    def penalty(self, x: Tensor | None = None) -> Tensor:
+        r""":math:`\frac{\lambda}{2} \sum W^2` over the network's weight matrices, plus, given a batch ``x``,
+        :math:`\frac{\gamma}{2}` times the batch mean of :math:`\|\mathrm{NN}(x)\|^2`."""
         weights = [m.weight for m in self.network.modules() if isinstance(m, nn.Linear)]
-        return 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in weights)
+        out = 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in weights)
+        if x is not None and self.offset_penalty > 0:
+            out = out + 0.5 * self.offset_penalty * self.network(x).pow(2).sum(-1).mean()
+        return out
 
     def prefit_identity(self, x: Tensor, max_iter: int = 300, lr: float = 0.01) -> InputDependentFlow:
         """Train the network (with dropout on) so that :math:`\\theta(x) = \\theta_0` on the inputs ``x``, i.e.

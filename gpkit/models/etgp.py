@@ -70,8 +70,9 @@ class ETGP(ApproximateGP, GPyTorchModel):
     :func:`gpkit.fit` (minibatch Adam; defaults in :attr:`fit_defaults`); predict with :meth:`predict_proba`.
     :meth:`posterior` is the BoTorch posterior of the latent :math:`f_0`.
 
-    Pitfall: an input-dependent per-class bias lets the network classify alone and bypass the GP; dropout
-    and weight decay on the network regularise it (check with ``predict_proba(X, ablate="gp")``).
+    Pitfall: an input-dependent per-class bias lets the network classify alone and bypass the GP; the
+    warm-up, dropout and above all the penalty on the network's output (``offset_penalty``) keep the GP in
+    use (check with ``predict_proba(X, ablate="gp")``).
 
     :param train_X: ``n x d`` inputs.
     :param train_Y: ``n`` integer labels in ``0..num_classes-1`` (or ``n x 1``).
@@ -87,6 +88,10 @@ class ETGP(ApproximateGP, GPyTorchModel):
     :param dropout: dropout of the default flow network.
     :param weight_decay: :math:`\lambda` of the default network's penalty :math:`\frac{\lambda}{2}\|W\|^2`,
         added to the per-datum loss (as Adam's weight decay would).
+    :param offset_penalty: :math:`\gamma` of the default network's output penalty
+        :math:`\frac{\gamma}{2}\|\mathrm{NN}(x)\|^2` per datum (see :class:`~gpkit.flows.InputDependentFlow`):
+        the guard against the NN-bypass pitfall. On digits (60 epochs) 0.1 moved the GP-ablated accuracy from
+        0.92 to 0.62 at an accuracy of 0.983 (0.972 without it); weight decay or dropout 0.75 barely moved it.
     :param num_quadrature: Gauss-Hermite nodes :math:`Q`.
     :param warmup_epochs: epochs of :func:`gpkit.fit` during which the flow network is frozen (the flows use
         only their constant parameters :math:`\theta_0`, a stationary TGP); then the network is switched on
@@ -111,7 +116,8 @@ class ETGP(ApproximateGP, GPyTorchModel):
         hidden: Sequence[int] = (50,),
         dropout: float = 0.5,
         weight_decay: float = 1e-5,
-        num_quadrature: int = 20,
+        offset_penalty: float = 0.1,
+        num_quadrature: int = 10,
         warmup_epochs: int | None = None,
         learn_inducing_locations: bool = True,
         seed: int = 0,
@@ -136,7 +142,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
             Z = init_inducing_points(scaled, num_inducing, inducing_points, seed)
         if flow is None:
             flow = InputDependentFlow(sinh_arcsinh_affine(num_classes), d, hidden=hidden, dropout=dropout,
-                                      weight_decay=weight_decay)
+                                      weight_decay=weight_decay, offset_penalty=offset_penalty)
         if not isinstance(flow, ElementwiseFlow | InputDependentFlow):
             raise TypeError(f"flow must be None, an ElementwiseFlow or an InputDependentFlow, got {type(flow).__name__}")
         if flow.num_flows != num_classes:
@@ -221,7 +227,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
         loss = -elbo(self._latent(x), self._train_Y[index], x=x)
         flow = self.likelihood.flow
         if isinstance(flow, InputDependentFlow):
-            loss = loss + flow.penalty()
+            loss = loss + flow.penalty(x)
         return loss
 
     # ------------------------------------------------------------------ prediction

@@ -1,5 +1,7 @@
 """Element-wise flows: invertibility, log-det against autograd, identity initialisation, composition."""
 
+import math
+
 import pytest
 import torch
 
@@ -113,6 +115,9 @@ def test_input_dependent_flow_identity_and_prefit():
     y = flow(f, x)
     assert torch.allclose(flow.inverse(y, x), f, atol=1e-8)
     assert flow.penalty() > 0
+    flow.offset_penalty = 2.0
+    expected = flow.penalty() + flow.network(x).pow(2).sum(-1).mean()
+    torch.testing.assert_close(flow.penalty(x), expected)
 
 
 def test_input_dependent_parameters_vary_with_x():
@@ -138,7 +143,37 @@ def test_bad_arguments():
         InputDependentFlow(AffineFlow(2), 3, dropout=1.0)
     with pytest.raises(ValueError, match="activation"):
         InputDependentFlow(AffineFlow(2), 3, activation="gelu2")
+    with pytest.raises(ValueError, match="offset_penalty"):
+        InputDependentFlow(AffineFlow(2), 3, offset_penalty=-1.0)
     with pytest.raises(TypeError, match="flow"):
         InputDependentFlow(torch.nn.Linear(2, 2), 3)
     with pytest.raises(ValueError, match="columns"):
         InputDependentFlow(AffineFlow(2), 3).raw(torch.zeros(4, 2))
+
+
+def test_fused_sal_log_softmax_matches_autograd():
+    """The hand-written forward/backward of the default flow's training kernel equals the autograd composition."""
+    from gpkit.flows.fused import sal_log_softmax
+
+    torch.manual_seed(0)
+    Q, B, C = 5, 7, 6
+    f = torch.randn(Q, B, dtype=torch.float64, requires_grad=True)
+    raw = torch.randn(B, C, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, C, (B,))
+    flow = sinh_arcsinh_affine(C).double()
+    (sal, affine), parts = flow.flows, flow.split_raw(raw)
+    p1, p2 = sal.constrained(parts[0]), affine.constrained(parts[1])
+    fused = sal_log_softmax(f, p1["a"], p1["b"], p2["alpha"], p2["beta"], y)
+    logits = flow(f.unsqueeze(-1), raw)
+    ref = torch.log_softmax(logits, -1).gather(-1, y.expand(Q, B).unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(fused, ref)
+    w = torch.randn(Q, B, dtype=torch.float64)
+    g_fused = torch.autograd.grad((fused * w).sum(), [f, raw])
+    g_ref = torch.autograd.grad((ref * w).sum(), [f, raw])
+    for a, b in zip(g_fused, g_ref):
+        torch.testing.assert_close(a, b)
+    # constant (C,) parameters broadcast over the batch, float32 too
+    flow32 = sinh_arcsinh_affine(C)
+    p1, p2 = flow32.flows[0].constrained(), flow32.flows[1].constrained()
+    out = sal_log_softmax(f.detach().float(), p1["a"], p1["b"], p2["alpha"], p2["beta"], y)
+    torch.testing.assert_close(out, torch.full((Q, B), -math.log(C)))

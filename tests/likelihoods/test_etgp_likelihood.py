@@ -3,6 +3,7 @@
 import math
 import unittest
 
+import pytest
 import torch
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.test.base_likelihood_test_case import BaseLikelihoodTestCase
@@ -56,8 +57,11 @@ class TestETGPLikelihood(BaseLikelihoodTestCase, unittest.TestCase):
         self.assertAllClose(output.probs, mc, atol=0.02, rtol=0)
 
 
-def test_quadrature_matches_monte_carlo_with_input_dependent_flows():
-    likelihood = ETGPLikelihood(_input_dependent(), num_quadrature=30)
+@pytest.mark.parametrize("num_quadrature", [None, 30])  # None: the default Q (10)
+def test_quadrature_matches_monte_carlo_with_input_dependent_flows(num_quadrature):
+    kwargs = {} if num_quadrature is None else {"num_quadrature": num_quadrature}
+    likelihood = ETGPLikelihood(_input_dependent(), **kwargs)
+    assert likelihood._fused_sal  # expected_log_prob runs the fused kernel; the MC reference below does not
     q, x = _marginal(), torch.randn(6, 3)
     y = torch.tensor([0, 1, 2, 3, 1, 2])
     elp = likelihood.expected_log_prob(y, q, x=x)

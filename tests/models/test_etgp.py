@@ -57,6 +57,20 @@ def test_the_gp_does_work(fitted):
     assert full - ablated > 0.15
 
 
+@pytest.mark.accuracy
+def test_the_output_penalty_alone_keeps_the_gp_in_use():
+    """Without the warm-up the network would bypass the GP (offset_penalty=0: accuracy 0.73 with and without
+    q(f0)); the default output penalty keeps the GP doing the work."""
+    X, y = _data()
+    Xt, yt = _data(1000, seed=1)
+    torch.manual_seed(0)
+    model = ETGP(X, y, num_classes=3, num_inducing=30, warmup_epochs=0)
+    gpkit.fit(model, epochs=80, seed=0)
+    full, ablated = _accuracy(model.predict_proba(Xt), yt), _accuracy(model.predict_proba(Xt, ablate="gp"), yt)
+    assert full > 0.8
+    assert full - ablated > 0.3
+
+
 def test_probabilities_and_mc_dropout(fitted):
     model, X, _ = fitted
     probs = model.predict_proba(X[:50], num_dropout_samples=8)
