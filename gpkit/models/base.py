@@ -206,6 +206,14 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel, FantasizeMixin):
         # BoTorch's load_state_dict re-transforms the targets with the loaded outcome transform
         self._train_Y = Y.reshape(self._train_Y.shape).to(self._train_Y)
 
+    def log_prior(self) -> Tensor | float:
+        """Sum of the registered priors' log densities, each prior counted once (GPyTorch's ``VariationalELBO``
+        counts the likelihood's priors twice when the likelihood is a submodule of the model)."""
+        total = 0.0
+        for _, module, prior, closure, _ in self.named_priors():
+            total = total + prior.log_prob(closure(module)).sum()
+        return total
+
     def batch_loss(self, index: Tensor) -> Tensor:
         """Negative ``VariationalELBO`` per datum on the training rows ``index`` (for :func:`gpkit.fit`)."""
         index = index.to(self._train_X.device)

@@ -231,13 +231,14 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         return {"epochs": 200, "lr": 0.1, "batch_size": 4096, "min_steps": 150}
 
     def batch_loss(self, index: Tensor) -> Tensor:
-        """Negative ELBO per datum with the duals fixed: the ELL of batch + weighted memory minus the KL."""
+        """Negative ELBO per datum with the duals fixed: the ELL of batch + weighted memory minus the KL, plus the
+        hyperparameter priors' log densities (as the exact marginal likelihood adds them)."""
         X, Y = self.train_inputs[0], self.train_targets
         index = index.to(X.device)
         w = self._weights()
         ell = self.likelihood.expected_log_prob(Y[index], self(X[index]))
         total = X.size(0) / index.numel() * (w[index] * ell).sum() - self.variational_strategy.kl_divergence()
-        return -total / w.sum()
+        return -(total + self.log_prior()) / w.sum()
 
     def on_epoch_end(self, epoch: int) -> bool:
         """E-step at the new hyperparameters (the finishing step after the last epoch too)."""

@@ -213,7 +213,8 @@ def test_bad_inputs():
 
 def test_plain_gpytorch_training_loop_matches_batch_loss():
     X, Y = toy(40)
-    model = DKLGP(X, Y, rho=1.5)
+    # no noise prior: GPyTorch's VariationalELBO counts a submodule likelihood's priors twice, batch_loss once
+    model = DKLGP(X, Y, likelihood=gpytorch.likelihoods.GaussianLikelihood(), rho=1.5)
     model.train()
     mll = gpytorch.mlls.VariationalELBO(model.likelihood, model, num_data=40)
     batch = torch.tensor([3, 17, 29, 5])
