@@ -54,6 +54,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
     :param lengthscale: ARD lengthscales the ordering and sets are computed with.
     :param max_size: cap on ``|S_j|`` (``"auto"``, an int >= 2, or ``None``).
     :param ancestor_size: cap on ``|A_j|`` (``"auto"``, an int >= 2, or ``None``).
+    :param exact_size: up to this many inducing points the sets are full (the exact factor).
     :param max_joint: largest number of training points a q-batch may be conditioned on jointly.
     :param chunk_size: columns per chunk of the full KL.
     :param group_size: training columns per group of similar ancestor-set size (used only when the widest
@@ -76,6 +77,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
         lengthscale: Tensor | None = None,
         max_size: int | str | None = "auto",
         ancestor_size: int | str | None = "auto",
+        exact_size: int | None = None,
         max_joint: int = 4096,
         chunk_size: int = 256,
         group_size: int = 32,
@@ -102,8 +104,9 @@ class DKLVariationalStrategy(_VariationalStrategy):
         if not (isinstance(max_joint, int) and max_joint >= 1):
             raise ValueError(f"max_joint must be a positive int, got {max_joint!r}")
         self.rho, self.max_size, self.ancestor_size = rho, max_size, ancestor_size
+        self.exact_size = exact_size
         if structure is None:
-            structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size)
+            structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size, exact_size)
         super().__init__(
             model,
             structure.inputs,
@@ -161,7 +164,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
         nu_by_point = torch.empty_like(self.variational_mean)
         nu_by_point[self.order] = self.variational_mean
         structure = MaximinStructure(
-            self.unordered_points, self.rho, lengthscale, self.max_size, self.ancestor_size
+            self.unordered_points, self.rho, lengthscale, self.max_size, self.ancestor_size, self.exact_size
         )
         self.order_lengthscale = _as_buffer(lengthscale, self.unordered_points)
         self._set_structure(structure)
