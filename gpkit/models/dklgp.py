@@ -20,7 +20,7 @@ from torch import Tensor
 from gpkit import neighbors
 from gpkit.models.base import VariationalGPModel
 from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator
-from gpkit.variational.dkl_variational_strategy import DKLVariationalStrategy
+from gpkit.variational.dkl_variational_strategy import DKLVariationalStrategy, dense_factor
 from gpkit.variational.sparse_cholesky_variational_distribution import SparseCholeskyVariationalDistribution
 
 __all__ = ["DKLGP"]
@@ -262,7 +262,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         U = SparseTriangularLinearOperator(index, u)
         prec = lambda v: (U @ (U.mT @ v.unsqueeze(-1))).squeeze(-1)
         f = (mu.expand(index.shape[0]) if nu is None else nu).detach().clone()
-        solve = _newton_solver(index, u)
+        solve = _newton_solver(index, u, dense=strategy.structure.full)
         objective = lambda f: self._loglik(f).sum() - 0.5 * (U.mT @ (f - mu).unsqueeze(-1)).square().sum()
         best = objective(f)
         for _ in range(newton_steps):
@@ -396,8 +396,18 @@ class _Pointwise:
         return MultivariateNormal(mean, DiagLinearOperator(var))
 
 
-def _newton_solver(index: Tensor, u: Tensor):
-    """``solve(w, rhs) = (U U^T + diag(w))^{-1} rhs`` by Jacobi-preconditioned CG (scipy, on the CPU)."""
+def _newton_solver(index: Tensor, u: Tensor, dense: bool = False):
+    """``solve(w, rhs) = (U U^T + diag(w))^{-1} rhs`` by Jacobi-preconditioned CG (scipy, on the CPU), or by a
+    dense Cholesky factorisation (``dense``: a full pattern, small ``n``)."""
+    if dense:
+        Ud = dense_factor(index, u.detach())
+        prior_precision = Ud @ Ud.mT
+
+        def dense_solve(w: Tensor, rhs: Tensor) -> Tensor:
+            L = torch.linalg.cholesky(prior_precision + torch.diag_embed(w.to(Ud)))
+            return torch.cholesky_solve(rhs.to(Ud).unsqueeze(-1), L).squeeze(-1).to(rhs)
+
+        return dense_solve
     import numpy as np
     import scipy.sparse
     import scipy.sparse.linalg

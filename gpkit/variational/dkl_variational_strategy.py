@@ -372,6 +372,13 @@ class DKLVariationalStrategy(_VariationalStrategy):
                 0, self.index.clamp_min(0).reshape(-1), u.square().reshape(-1)
             )
             q.initialize_from_factor((diag_uut + curvature).sqrt().unsqueeze(-1), mode)
+        elif self.structure.full:  # full pattern: IC0 is the exact reverse Cholesky factor, done densely
+            U = dense_factor(self.index, u)
+            P = U @ U.mT + torch.diag_embed(curvature)
+            V = torch.linalg.cholesky(P.flip(-1, -2)).flip(-1, -2)  # upper triangular, V V^T = P
+            cols = torch.arange(self.num_data, device=u.device).unsqueeze(-1)
+            values = torch.where(self.index >= 0, V[self.index.clamp_min(0), cols], torch.zeros_like(u))
+            q.initialize_from_factor(values, mode)
         else:
             P = gram_on_pattern(self.index, u, curvature)
             q.initialize_from_factor(incomplete_reverse_cholesky(self.index, P), mode)
@@ -468,6 +475,16 @@ class DKLVariationalStrategy(_VariationalStrategy):
         if not self.variational_params_initialized.item():
             self.initialize_from_prior()
         return self.forward(x, self.inducing_points, index=index, **kwargs)
+
+
+def dense_factor(index: Tensor, values: Tensor) -> Tensor:
+    """The dense ``n x n`` upper-triangular matrix with ``F[index[j, s], j] = values[j, s]`` (small ``n``)."""
+    n = index.shape[0]
+    F = values.new_zeros(n, n)
+    valid = index >= 0
+    cols = torch.arange(n, device=index.device).unsqueeze(-1).expand_as(index)
+    F[index[valid], cols[valid]] = values[valid]
+    return F
 
 
 def _as_buffer(lengthscale: Tensor | None, like: Tensor) -> Tensor:
