@@ -265,6 +265,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         solve = _newton_solver(index, u, dense=strategy.structure.full)
         objective = lambda f: self._loglik(f).sum() - 0.5 * (U.mT @ (f - mu).unsqueeze(-1)).square().sum()
         best = objective(f)
+        gaussian = isinstance(self.likelihood, gpytorch.likelihoods.GaussianLikelihood)
         for _ in range(newton_steps):
             g, w = self._loglik_derivatives(f)
             step = solve(w, g - prec(f - mu))
@@ -276,7 +277,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
             else:
                 break
             f, best = f + step, value
-            if step.abs().max() < 1e-6:
+            if step.abs().max() < 1e-6 or gaussian:  # a Gaussian likelihood: one Newton step is exact
                 break
         strategy.initialize_laplace(f, self._loglik_derivatives(f)[1], u=u)
 

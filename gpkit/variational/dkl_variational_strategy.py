@@ -215,6 +215,10 @@ class DKLVariationalStrategy(_VariationalStrategy):
         """Values of ``U`` for all columns (``n x m`` aligned with :attr:`index`, no gradient), in chunks of
         similar ``|S_j|``, each trimmed to its widest set."""
         n, m = self.index.shape
+        if self.structure.full:
+            cols = torch.arange(n, device=self.index.device).unsqueeze(-1)
+            U = self._dense_prior_factor()[0]
+            return torch.where(self.index >= 0, U[self.index.clamp_min(0), cols], torch.zeros_like(U))
         u = torch.zeros(n, m, dtype=self.inputs.dtype, device=self.inputs.device)
         for c in (self.index >= 0).sum(-1).argsort().split(chunk_size):
             sets = trim_padding(self.index[c])
@@ -284,6 +288,8 @@ class DKLVariationalStrategy(_VariationalStrategy):
 
         With the cached index maps (:meth:`_block_plan`) all columns go in one batch; otherwise they are
         processed in groups of similar ancestor-set size, each trimmed to its own width."""
+        if self.structure.full:  # small n: dense algebra, the same terms
+            return tuple(t.index_select(0, columns) for t in self._dense_terms())
         plan = self._block_plan()
         if plan is not None:
             return self._column_terms(columns, plan)
@@ -294,6 +300,29 @@ class DKLVariationalStrategy(_VariationalStrategy):
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(perm.numel(), device=perm.device)
         return tuple(torch.cat(t)[inverse] for t in zip(*parts))
+
+    def _dense_prior_factor(self) -> tuple[Tensor, Tensor]:
+        """Full pattern: ``U = L^{-T}`` (``K + jitter = L L^T``, the exact inverse Cholesky factor, ``n x n``
+        upper triangular) and the prior mean (``n``)."""
+        mean, K = self._prior_mean_covar(self.inputs)
+        K = K + self.jitter_val * torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+        L = torch.linalg.cholesky(K)
+        eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+        return torch.linalg.solve_triangular(L, eye, upper=False).mT, mean.expand(K.shape[-1])
+
+    def _dense_terms(self) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`column_terms` of every column for a full pattern, densely: with ``W = V^{-1}``,
+        ``var_j = ||W e_j||^2`` and ``KL_j`` from ``||W U e_j||^2`` and ``(U^T (nu - mu))_j``."""
+        q = self._variational_distribution
+        U, mu = self._dense_prior_factor()
+        V = dense_factor(self.index, q.values())
+        eye = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
+        W = torch.linalg.solve_triangular(V, eye, upper=True)  # V^{-1}, upper triangular
+        nu = q.mean_at(torch.arange(V.shape[-1], device=V.device))
+        resid = U.mT @ (nu - mu)
+        z_u, var = (W @ U).square().sum(-2), W.square().sum(-2)
+        kl = -(U.diagonal().log() - V.diagonal().log() - 0.5 * resid.square() - 0.5 * z_u + 0.5)
+        return nu, var, kl
 
     def _column_terms(self, columns: Tensor, plan: tuple | None = None) -> tuple[Tensor, Tensor, Tensor]:
         q = self._variational_distribution
