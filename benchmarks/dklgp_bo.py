@@ -60,15 +60,15 @@ def _loop(problem, method: str, seed: int, steps: int) -> dict:
                 cand, _ = optimize_acqf(acqf, unit, q=2, num_restarts=4, raw_samples=64)
                 X, Y = torch.cat([X, cand]), torch.cat([Y, f(cand)])
                 step_times.append(time.perf_counter() - t0)
-        except Exception as e:  # a crash ends the loop and is counted
+        except Exception as e:  # noqa: BLE001 -- a crash ends the loop and is counted
             crash = repr(e)[:200]
-    return dict(
-        regret=float(problem.optimal_value - Y.max()),
-        fit_seconds=statistics.median(fit_times) if fit_times else float("nan"),
-        sec_per_step=statistics.median(step_times) if step_times else float("nan"),
-        crash=crash,
-        warnings=len(caught),
-    )
+    return {
+        "regret": float(problem.optimal_value - Y.max()),
+        "fit_seconds": statistics.median(fit_times) if fit_times else float("nan"),
+        "sec_per_step": statistics.median(step_times) if step_times else float("nan"),
+        "crash": crash,
+        "warnings": len(caught),
+    }
 
 
 def main(bench) -> None:
@@ -76,7 +76,11 @@ def main(bench) -> None:
     if bench.quick:
         problems, seeds, steps = {"branin": Branin(negate=True)}, 1, 2
     else:
-        problems, seeds, steps = {"branin": Branin(negate=True), "hartmann6": Hartmann(dim=6, negate=True)}, 3, 6
+        problems, seeds, steps = (
+            {"branin": Branin(negate=True), "hartmann6": Hartmann(dim=6, negate=True)},
+            3,
+            6,
+        )
     for name, problem in problems.items():
         case = f"{name} qLogEI q=2, 20 Sobol + {steps} steps"
         for method in ("SingleTaskGP", "DKLGP"):

@@ -80,7 +80,9 @@ def _bo_kernel(d: int) -> gpytorch.kernels.RBFKernel:
     """SingleTaskGP's RBF kernel with the dimension-scaled lengthscale prior (Hvarfner et al., 2024)."""
     prior = gpytorch.priors.LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(d), scale=math.sqrt(3))
     constraint = gpytorch.constraints.GreaterThan(2.5e-2, initial_value=prior.mode)
-    return gpytorch.kernels.RBFKernel(ard_num_dims=d, lengthscale_prior=prior, lengthscale_constraint=constraint)
+    return gpytorch.kernels.RBFKernel(
+        ard_num_dims=d, lengthscale_prior=prior, lengthscale_constraint=constraint
+    )
 
 
 def _check_option(value, name: str, kind, low=None, allow_none: bool = False):
@@ -320,7 +322,14 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         if self.variational_strategy.structure.full:
             # exact pattern (small n): q is refreshed to the exact posterior after every step, so Adam follows
             # the exact marginal likelihood; the trainer's converging mode stops it (at least 150 steps)
-            return {"lr": 0.1, "batch_size": 128, "max_iter": 400, "min_steps": 100, "tol": 1e-3, "patience": 50}
+            return {
+                "lr": 0.1,
+                "batch_size": 128,
+                "max_iter": 400,
+                "min_steps": 100,
+                "tol": 1e-3,
+                "patience": 50,
+            }
         # 40 epochs and at least ~300 optimizer steps (small n, as in BO loops, gets more epochs): the budget
         # measured in ``gpkit bench dklgp`` (part "defaults"); the Newton/IC0 refreshes do the rest
         batches = math.ceil(self.num_data / 128)

@@ -106,7 +106,9 @@ class DKLVariationalStrategy(_VariationalStrategy):
         self.rho, self.max_size, self.ancestor_size = rho, max_size, ancestor_size
         self.exact_size = exact_size
         if structure is None:
-            structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size, exact_size)
+            structure = MaximinStructure(
+                inducing_points, rho, lengthscale, max_size, ancestor_size, exact_size
+            )
         super().__init__(
             model,
             structure.inputs,

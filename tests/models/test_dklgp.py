@@ -24,9 +24,8 @@ from gpkit.likelihoods import BernoulliLogitLikelihood
 from gpkit.likelihoods import ExpLinkPoissonLikelihood as PoissonLikelihood
 from gpkit.models import DKLGP
 
-
-# the tests above the "small n" section exercise the sparse pattern: below exact_size inputs the default is
-# the full (exact) pattern with BoTorch's priors, tested in that section
+# the tests above the "small n" section exercise the sparse pattern: below exact_size inputs the
+# default is the full (exact) pattern with BoTorch's priors, tested in that section
 SparseDKLGP = functools.partial(DKLGP, exact_size=None)
 
 
@@ -455,7 +454,9 @@ class TestDKLGPSmallN(BotorchTestCase):
         for q in (1, 5):  # marginals and a joint
             a, b = model.posterior(Xt.reshape(-1, q, 2)), reference.posterior(Xt.reshape(-1, q, 2))
             self.assertAllClose(a.mean, b.mean, rtol=1e-4, atol=1e-4 * Y.std())
-            self.assertAllClose(a.mvn.covariance_matrix, b.mvn.covariance_matrix, rtol=1e-3, atol=1e-6 * Y.var())
+            self.assertAllClose(
+                a.mvn.covariance_matrix, b.mvn.covariance_matrix, rtol=1e-3, atol=1e-6 * Y.var()
+            )
 
     @pytest.mark.accuracy
     def test_fitted_noise_lengthscales_and_mean_close_to_single_task_gp(self):
