@@ -78,8 +78,8 @@ def main(bench) -> None:
     else:
         problems, seeds, steps = (
             {"branin": Branin(negate=True), "hartmann6": Hartmann(dim=6, negate=True)},
-            3,
-            6,
+            5,
+            10,
         )
     for name, problem in problems.items():
         case = f"{name} qLogEI q=2, 20 Sobol + {steps} steps"
