@@ -61,6 +61,9 @@ class MaximinStructure:
     :param max_size: cap on ``|S_j|`` (>= 2); ``"auto"``: ``max(32, 2 m)`` with ``m`` the mean uncapped
         ``|S_j|``; ``None``: no cap.
     :param ancestor_size: cap on ``|A_j|`` (>= 2); ``"auto"``: ``max(32, 4 m)``; ``None``: no cap.
+    :param exact_size: up to this many points the sets are full (``S_j = A_j = \{i \le j\}``, every
+        training point conditions every test point): the factor is then the exact inverse Cholesky factor,
+        which at small ``n`` (as in BO loops) costs nothing; ``None`` or 0: never.
     """
 
     def __init__(
@@ -70,16 +73,29 @@ class MaximinStructure:
         lengthscale: Tensor | None = None,
         max_size: int | str | None = "auto",
         ancestor_size: int | str | None = "auto",
+        exact_size: int | None = None,
     ):
         if not (isinstance(rho, int | float) and not isinstance(rho, bool) and rho >= 1.0):
             raise ValueError(f"rho must be a number >= 1, got {rho!r}")
         _check_size(max_size, "max_size", 2)
         _check_size(ancestor_size, "ancestor_size", 2)
+        if exact_size is not None and (
+            isinstance(exact_size, bool) or not isinstance(exact_size, int) or exact_size < 0
+        ):
+            raise ValueError(f"exact_size must be an int >= 0 or None, got {exact_size!r}")
         self.rho = float(rho)
         self.lengthscale = None if lengthscale is None else lengthscale.detach().reshape(-1).clone()
         order, dist = maximin_order(X, lengthscale=self.lengthscale, duplicates="raise")
         self.order, self.dist = order, dist.to(X)
         X_ord = X.detach()[order]
+        n = X_ord.shape[0]
+        self.full = bool(exact_size) and n <= exact_size
+        if self.full:
+            self.max_size = self.ancestor_size = self.min_size = None
+            j = torch.arange(n, device=X.device)
+            full = torch.where(j <= j.unsqueeze(-1), j, -1).sort(dim=-1).values  # shape: (n, n)
+            self.inputs, self.index, self.ancestors, self._tree = X_ord, full, full, None
+            return
         pat = sparsity_pattern(X_ord, dist, self.rho, lengthscale=self.lengthscale)
         mean_size = int(pat.mask.sum(-1).double().mean().ceil())
         self.max_size = max(32, 2 * mean_size) if max_size == "auto" else max_size
@@ -105,7 +121,7 @@ class MaximinStructure:
             raise ValueError("index: expected a canonical pattern with n rows (row j ascending, j last)")
         self = cls.__new__(cls)
         self.rho, self.lengthscale, self.max_size, self.ancestor_size = float("inf"), None, None, None
-        self.min_size = None
+        self.min_size, self.full = None, False
         self.order = j
         self.dist = torch.full((n,), float("inf"), dtype=X_ordered.dtype, device=X_ordered.device)
         self.inputs, self.index = X_ordered, index
@@ -129,7 +145,7 @@ class MaximinStructure:
             ancestors of each test point.
         """
         n = self.num_points
-        if self.rho == float("inf"):  # explicit sets: condition on everything
+        if self.full or self.rho == float("inf"):  # full or explicit sets: condition on everything
             t = x.shape[0]
             every = torch.arange(n, device=x.device).expand(t, n)
             return every, torch.ones(t, n, dtype=x.dtype, device=x.device), every

@@ -54,6 +54,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
     :param lengthscale: ARD lengthscales the ordering and sets are computed with.
     :param max_size: cap on ``|S_j|`` (``"auto"``, an int >= 2, or ``None``).
     :param ancestor_size: cap on ``|A_j|`` (``"auto"``, an int >= 2, or ``None``).
+    :param exact_size: up to this many inducing points the sets are full (the exact factor).
     :param max_joint: largest number of training points a q-batch may be conditioned on jointly.
     :param chunk_size: columns per chunk of the full KL.
     :param group_size: training columns per group of similar ancestor-set size (used only when the widest
@@ -76,6 +77,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
         lengthscale: Tensor | None = None,
         max_size: int | str | None = "auto",
         ancestor_size: int | str | None = "auto",
+        exact_size: int | None = None,
         max_joint: int = 4096,
         chunk_size: int = 256,
         group_size: int = 32,
@@ -102,8 +104,11 @@ class DKLVariationalStrategy(_VariationalStrategy):
         if not (isinstance(max_joint, int) and max_joint >= 1):
             raise ValueError(f"max_joint must be a positive int, got {max_joint!r}")
         self.rho, self.max_size, self.ancestor_size = rho, max_size, ancestor_size
+        self.exact_size = exact_size
         if structure is None:
-            structure = MaximinStructure(inducing_points, rho, lengthscale, max_size, ancestor_size)
+            structure = MaximinStructure(
+                inducing_points, rho, lengthscale, max_size, ancestor_size, exact_size
+            )
         super().__init__(
             model,
             structure.inputs,
@@ -161,7 +166,7 @@ class DKLVariationalStrategy(_VariationalStrategy):
         nu_by_point = torch.empty_like(self.variational_mean)
         nu_by_point[self.order] = self.variational_mean
         structure = MaximinStructure(
-            self.unordered_points, self.rho, lengthscale, self.max_size, self.ancestor_size
+            self.unordered_points, self.rho, lengthscale, self.max_size, self.ancestor_size, self.exact_size
         )
         self.order_lengthscale = _as_buffer(lengthscale, self.unordered_points)
         self._set_structure(structure)
@@ -212,6 +217,10 @@ class DKLVariationalStrategy(_VariationalStrategy):
         """Values of ``U`` for all columns (``n x m`` aligned with :attr:`index`, no gradient), in chunks of
         similar ``|S_j|``, each trimmed to its widest set."""
         n, m = self.index.shape
+        if self.structure.full:
+            cols = torch.arange(n, device=self.index.device).unsqueeze(-1)
+            U = self._dense_prior_factor()[0]
+            return torch.where(self.index >= 0, U[self.index.clamp_min(0), cols], torch.zeros_like(U))
         u = torch.zeros(n, m, dtype=self.inputs.dtype, device=self.inputs.device)
         for c in (self.index >= 0).sum(-1).argsort().split(chunk_size):
             sets = trim_padding(self.index[c])
@@ -281,6 +290,8 @@ class DKLVariationalStrategy(_VariationalStrategy):
 
         With the cached index maps (:meth:`_block_plan`) all columns go in one batch; otherwise they are
         processed in groups of similar ancestor-set size, each trimmed to its own width."""
+        if self.structure.full:  # small n: dense algebra, the same terms
+            return tuple(t.index_select(0, columns) for t in self._dense_terms())
         plan = self._block_plan()
         if plan is not None:
             return self._column_terms(columns, plan)
@@ -291,6 +302,29 @@ class DKLVariationalStrategy(_VariationalStrategy):
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(perm.numel(), device=perm.device)
         return tuple(torch.cat(t)[inverse] for t in zip(*parts))
+
+    def _dense_prior_factor(self) -> tuple[Tensor, Tensor]:
+        """Full pattern: ``U = L^{-T}`` (``K + jitter = L L^T``, the exact inverse Cholesky factor, ``n x n``
+        upper triangular) and the prior mean (``n``)."""
+        mean, K = self._prior_mean_covar(self.inputs)
+        K = K + self.jitter_val * torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+        L = torch.linalg.cholesky(K)
+        eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+        return torch.linalg.solve_triangular(L, eye, upper=False).mT, mean.expand(K.shape[-1])
+
+    def _dense_terms(self) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`column_terms` of every column for a full pattern, densely: with ``W = V^{-1}``,
+        ``var_j = ||W e_j||^2`` and ``KL_j`` from ``||W U e_j||^2`` and ``(U^T (nu - mu))_j``."""
+        q = self._variational_distribution
+        U, mu = self._dense_prior_factor()
+        V = dense_factor(self.index, q.values())
+        eye = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
+        W = torch.linalg.solve_triangular(V, eye, upper=True)  # V^{-1}, upper triangular
+        nu = q.mean_at(torch.arange(V.shape[-1], device=V.device))
+        resid = U.mT @ (nu - mu)
+        z_u, var = (W @ U).square().sum(-2), W.square().sum(-2)
+        kl = -(U.diagonal().log() - V.diagonal().log() - 0.5 * resid.square() - 0.5 * z_u + 0.5)
+        return nu, var, kl
 
     def _column_terms(self, columns: Tensor, plan: tuple | None = None) -> tuple[Tensor, Tensor, Tensor]:
         q = self._variational_distribution
@@ -369,6 +403,13 @@ class DKLVariationalStrategy(_VariationalStrategy):
                 0, self.index.clamp_min(0).reshape(-1), u.square().reshape(-1)
             )
             q.initialize_from_factor((diag_uut + curvature).sqrt().unsqueeze(-1), mode)
+        elif self.structure.full:  # full pattern: IC0 is the exact reverse Cholesky factor, done densely
+            U = dense_factor(self.index, u)
+            P = U @ U.mT + torch.diag_embed(curvature)
+            V = torch.linalg.cholesky(P.flip(-1, -2)).flip(-1, -2)  # upper triangular, V V^T = P
+            cols = torch.arange(self.num_data, device=u.device).unsqueeze(-1)
+            values = torch.where(self.index >= 0, V[self.index.clamp_min(0), cols], torch.zeros_like(u))
+            q.initialize_from_factor(values, mode)
         else:
             P = gram_on_pattern(self.index, u, curvature)
             q.initialize_from_factor(incomplete_reverse_cholesky(self.index, P), mode)
@@ -465,6 +506,16 @@ class DKLVariationalStrategy(_VariationalStrategy):
         if not self.variational_params_initialized.item():
             self.initialize_from_prior()
         return self.forward(x, self.inducing_points, index=index, **kwargs)
+
+
+def dense_factor(index: Tensor, values: Tensor) -> Tensor:
+    """The dense ``n x n`` upper-triangular matrix with ``F[index[j, s], j] = values[j, s]`` (small ``n``)."""
+    n = index.shape[0]
+    F = values.new_zeros(n, n)
+    valid = index >= 0
+    cols = torch.arange(n, device=index.device).unsqueeze(-1).expand_as(index)
+    F[index[valid], cols[valid]] = values[valid]
+    return F
 
 
 def _as_buffer(lengthscale: Tensor | None, like: Tensor) -> Tensor:

@@ -1,6 +1,8 @@
 """DKLGP model: exact limit, every likelihood fits, BoTorch posterior/acquisition, re-ordering, bad inputs."""
 
 import copy
+import functools
+import math
 import warnings
 
 import gpytorch
@@ -22,6 +24,10 @@ from gpkit.likelihoods import BernoulliLogitLikelihood
 from gpkit.likelihoods import ExpLinkPoissonLikelihood as PoissonLikelihood
 from gpkit.models import DKLGP
 
+# the tests above the "small n" section exercise the sparse pattern: below exact_size inputs the
+# default is the full (exact) pattern with BoTorch's priors, tested in that section
+SparseDKLGP = functools.partial(DKLGP, exact_size=None)
+
 
 def toy(n=60, d=2, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -38,7 +44,7 @@ def fixed_kernel(d=2):
 
 def test_full_pattern_matches_exact_gp():
     X, Y = toy(40)
-    model = DKLGP(
+    model = SparseDKLGP(
         X,
         Y,
         covar_module=fixed_kernel(),
@@ -79,7 +85,7 @@ def test_full_pattern_matches_exact_gp():
 
 def test_elbo_below_exact_mll_for_sparse_pattern_and_fit_improves_it():
     X, Y = toy(80)
-    model = DKLGP(X, Y, covar_module=fixed_kernel(), rho=1.5, reorder_epoch=None, refresh_epochs=None)
+    model = SparseDKLGP(X, Y, covar_module=fixed_kernel(), rho=1.5, reorder_epoch=None, refresh_epochs=None)
     model.likelihood.noise = 0.02
     before = model.elbo().item()
     gpkit.fit(model, epochs=6, batch_size=16, seed=0, progress=False)  # Adam on the ELBO alone
@@ -103,7 +109,7 @@ def test_each_likelihood_fits(name):
     if name == "studentt":
         # noise = scale^2; GPyTorch constrains deg_free > 2 (exactly 2 would make the raw value -inf)
         likelihood.noise, likelihood.deg_free = 0.01, 2.01
-    model = DKLGP(
+    model = SparseDKLGP(
         ds.train_X,
         ds.train_y.unsqueeze(-1),
         likelihood=likelihood,
@@ -130,7 +136,7 @@ def test_each_likelihood_fits(name):
 
 def test_posterior_shapes_and_botorch_acquisition():
     X, Y = toy(50)
-    model = DKLGP(X, Y, rho=1.5)
+    model = SparseDKLGP(X, Y, rho=1.5)
     gpkit.fit(model, epochs=3, batch_size=25, seed=0, progress=False)
     for shape in [(4, 2), (5, 4, 2), (3, 5, 1, 2)]:
         post = model.posterior(torch.rand(*shape, dtype=torch.float64))
@@ -154,7 +160,7 @@ def test_posterior_shapes_and_botorch_acquisition():
 
 def test_reorder_uses_learned_lengthscales_and_keeps_the_mean():
     X, Y = toy(70)
-    model = DKLGP(X, Y, rho=1.5, reorder_epoch=2)
+    model = SparseDKLGP(X, Y, rho=1.5, reorder_epoch=2)
     with torch.no_grad():
         model.covar_module.base_kernel.lengthscale = torch.tensor([0.05, 5.0])
     nu = model.variational_strategy._variational_distribution.variational_mean.detach().clone()
@@ -171,7 +177,7 @@ def test_reorder_uses_learned_lengthscales_and_keeps_the_mean():
 
 def test_sparse_gradients_train_with_sparse_adam():
     X, Y = toy(80)
-    model = DKLGP(
+    model = SparseDKLGP(
         X, Y, covar_module=fixed_kernel(), rho=1.5, reorder_epoch=None, refresh_epochs=None, sparse_grad=True
     )
     model.likelihood.noise = 0.02
@@ -184,7 +190,7 @@ def test_sparse_gradients_train_with_sparse_adam():
 
 def test_dkl_d_variant_trains():
     X, Y = toy(60)
-    model = DKLGP(X, Y, rho=1.5, diagonal=True)
+    model = SparseDKLGP(X, Y, rho=1.5, diagonal=True)
     gpkit.fit(model, epochs=3, batch_size=20, seed=0, progress=False)
     assert model.variational_strategy._variational_distribution.index.shape == (60, 1)
     assert torch.isfinite(model.posterior(X[:5]).variance).all()
@@ -192,7 +198,7 @@ def test_dkl_d_variant_trains():
 
 def test_float32():
     X, Y = toy(40)
-    model = DKLGP(X.float(), Y.float(), rho=1.5)
+    model = SparseDKLGP(X.float(), Y.float(), rho=1.5)
     gpkit.fit(model, epochs=2, batch_size=20, seed=0, progress=False)
     assert model.posterior(X[:3].float()).mean.dtype == torch.float32
 
@@ -200,21 +206,21 @@ def test_float32():
 def test_bad_inputs():
     X, Y = toy(20)
     with pytest.raises(ValueError, match="train_Y"):
-        DKLGP(X, Y[:-1])
+        SparseDKLGP(X, Y[:-1])
     with pytest.raises(ValueError, match="train_X"):
-        DKLGP(X[0], Y)
+        SparseDKLGP(X[0], Y)
     with pytest.raises(ValueError, match="NaN"):
-        DKLGP(X.clone().index_fill_(0, torch.tensor([3]), float("nan")), Y)
+        SparseDKLGP(X.clone().index_fill_(0, torch.tensor([3]), float("nan")), Y)
     with pytest.raises(ValueError, match="rho"):
-        DKLGP(X, Y, rho=0.5)
+        SparseDKLGP(X, Y, rho=0.5)
     with pytest.raises(TypeError, match="train_X"):
-        DKLGP(X.numpy(), Y)
+        SparseDKLGP(X.numpy(), Y)
 
 
 def test_plain_gpytorch_training_loop_matches_batch_loss():
     X, Y = toy(40)
     # no noise prior: GPyTorch's VariationalELBO counts a submodule likelihood's priors twice, batch_loss once
-    model = DKLGP(X, Y, likelihood=gpytorch.likelihoods.GaussianLikelihood(), rho=1.5)
+    model = SparseDKLGP(X, Y, likelihood=gpytorch.likelihoods.GaussianLikelihood(), rho=1.5)
     model.train()
     mll = gpytorch.mlls.VariationalELBO(model.likelihood, model, num_data=40)
     batch = torch.tensor([3, 17, 29, 5])
@@ -230,14 +236,14 @@ def test_plain_gpytorch_training_loop_matches_batch_loss():
 class TestDKLGPBoTorch(BotorchTestCase):
     def _model(self, n=40, **kwargs):
         X, Y = toy(n)
-        return X, Y, DKLGP(X, Y, **kwargs)
+        return X, Y, SparseDKLGP(X, Y, **kwargs)
 
     def test_repeated_inputs_merged_with_one_warning(self):
         X, Y = toy(30)
         Xr, Yr = torch.cat([X, X[:4], X[:1]]), torch.cat([Y, Y[:4] + 0.1, Y[:1] - 0.1])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = DKLGP(Xr, Yr, outcome_transform=None)
+            model = SparseDKLGP(Xr, Yr, outcome_transform=None)
         self.assertEqual(sum(issubclass(w.category, InputDataWarning) for w in caught), 1)
         self.assertEqual(model.num_data, 30)  # one latent value per distinct input
         self.assertEqual(model.num_observations, 35)
@@ -255,7 +261,7 @@ class TestDKLGPBoTorch(BotorchTestCase):
     def test_exact_conditioning_and_fantasies(self):
         # full pattern: the conditioned model is the exact GP posterior given old + new data
         X, Y = toy(25)
-        model = DKLGP(
+        model = SparseDKLGP(
             X,
             Y,
             covar_module=fixed_kernel(),
@@ -349,14 +355,14 @@ class TestDKLGPBoTorch(BotorchTestCase):
         Xt = torch.rand(6, 2, dtype=torch.float64)
         with torch.no_grad():
             expected = model.posterior(Xt).mean
-            fresh = DKLGP(X, Y)
+            fresh = SparseDKLGP(X, Y)
             fresh.load_state_dict(model.state_dict())
             self.assertAllClose(fresh.posterior(Xt).mean, expected, rtol=1e-10, atol=1e-10)
             self.assertAllClose(copy.deepcopy(model).posterior(Xt).mean, expected, rtol=1e-10, atol=1e-10)
 
     def test_requires_grad_inputs_and_eval_mode_kl(self):
         X, Y = toy(30)
-        model = DKLGP(X.clone().requires_grad_(True), Y.clone().requires_grad_(True))
+        model = SparseDKLGP(X.clone().requires_grad_(True), Y.clone().requires_grad_(True))
         Xt = torch.rand(3, 2, dtype=torch.float64, requires_grad=True)
         model.posterior(Xt).mean.sum().backward()
         self.assertTrue(torch.isfinite(Xt.grad).all())
@@ -380,11 +386,11 @@ class TestDKLGPBoTorch(BotorchTestCase):
             ({"init": "zero"}, "init"),
         ]:
             with self.assertRaisesRegex(ValueError, match):
-                DKLGP(X, Y, **kwargs)
+                SparseDKLGP(X, Y, **kwargs)
         with self.assertRaisesRegex(TypeError, "likelihood"):
-            DKLGP(X, Y, likelihood="gaussian")
+            SparseDKLGP(X, Y, likelihood="gaussian")
         with self.assertRaisesRegex(TypeError, "covar_module"):
-            DKLGP(X, Y, covar_module="matern")
+            SparseDKLGP(X, Y, covar_module="matern")
 
 
 @pytest.mark.accuracy
@@ -393,9 +399,76 @@ def test_default_fit_learns_hyperparameters():
     # learn it; without training (a no-op fit) the error is ~0.64 of the spread of f
     ds = synthetic_gp(400, 2, "matern15", lengthscale=0.15, seed=1)
     f = ds.extras["f"][ds.splits["test"]]
-    model = DKLGP(ds.train_X, ds.train_y.unsqueeze(-1))
+    model = SparseDKLGP(ds.train_X, ds.train_y.unsqueeze(-1))
     gpkit.fit(model, epochs=20, progress=False, seed=0)
     with torch.no_grad():
         mean = model.pointwise()(ds.test_X).mean
     assert (mean - f).pow(2).mean().sqrt() < 0.42 * f.std()  # 0.36 seen
     assert (model.covar_module.base_kernel.lengthscale < 0.5).all()  # from 0.69 towards the truth 0.15
+
+
+# ----------------------------------------------------------------------------------- small n (BO regime)
+def _branin(n=30, seed=0):
+    from botorch.test_functions import Branin
+    from botorch.utils.sampling import draw_sobol_samples
+
+    f = Branin(negate=True).to(torch.float64)
+    unit = torch.stack([torch.zeros(2), torch.ones(2)]).double()
+    X = draw_sobol_samples(unit, n, 1, seed=seed).squeeze(1)
+    return X, f(X * (f.bounds[1] - f.bounds[0]) + f.bounds[0]).unsqueeze(-1)
+
+
+def _single_task_gp(X, Y):
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+
+    reference = SingleTaskGP(X, Y)
+    fit_gpytorch_mll(gpytorch.mlls.ExactMarginalLogLikelihood(reference.likelihood, reference))
+    return reference.eval()
+
+
+class TestDKLGPSmallN(BotorchTestCase):
+    def test_default_pattern_is_exact_at_small_n(self):
+        X, Y = _branin(30)
+        model = DKLGP(X, Y)
+        self.assertTrue(model.variational_strategy.structure.full)
+        self.assertEqual(model.variational_strategy.index.shape, torch.Size([30, 30]))
+        self.assertFalse(DKLGP(X, Y, exact_size=20).variational_strategy.structure.full)
+        with self.assertRaisesRegex(ValueError, "exact_size"):
+            DKLGP(X, Y, exact_size=-1)
+
+    def test_posterior_matches_single_task_gp_with_its_hyperparameters(self):
+        from botorch.models import SingleTaskGP
+
+        X, Y = _branin(30)
+        reference = SingleTaskGP(X, Y).eval()
+        reference.likelihood.noise = 0.01
+        reference.covar_module.lengthscale = torch.tensor([0.3, 0.6])
+        reference.mean_module.constant.data.fill_(0.2)
+        model = DKLGP(X, Y, nugget=1e-8)  # default: Standardize, as SingleTaskGP; full pattern
+        model.likelihood.noise = 0.01
+        model.covar_module.lengthscale = torch.tensor([0.3, 0.6])
+        model.mean_module.constant.data.fill_(0.2)
+        model.initialize_variational()  # q at the hyperparameters: the exact posterior
+        model.eval()
+        Xt = torch.rand(5, 2, dtype=torch.float64)
+        for q in (1, 5):  # marginals and a joint
+            a, b = model.posterior(Xt.reshape(-1, q, 2)), reference.posterior(Xt.reshape(-1, q, 2))
+            self.assertAllClose(a.mean, b.mean, rtol=1e-4, atol=1e-4 * Y.std())
+            self.assertAllClose(
+                a.mvn.covariance_matrix, b.mvn.covariance_matrix, rtol=1e-3, atol=1e-6 * Y.var()
+            )
+
+    @pytest.mark.accuracy
+    def test_fitted_noise_lengthscales_and_mean_close_to_single_task_gp(self):
+        X, Y = _branin(30)
+        model = DKLGP(X, Y)
+        gpkit.fit(model, progress=False)
+        reference = _single_task_gp(X, Y)
+        noise, ref_noise = model.likelihood.noise.item(), reference.likelihood.noise.item()
+        self.assertLess(abs(math.log(noise / ref_noise)), math.log(1.5))  # 0.00265 vs 0.00262 seen
+        self.assertAllClose(model.covar_module.lengthscale, reference.covar_module.lengthscale, rtol=0.1)
+        Xt = torch.rand(200, 1, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            diff = (model.posterior(Xt).mean - reference.posterior(Xt).mean).abs().max()
+        self.assertLess(diff.item(), 0.05 * Y.std().item())  # 0.4 / 50 seen; untrained: ~0.5 std

@@ -1,0 +1,105 @@
+"""DKLGP in the BO regime (small n): default DKLGP + ``gpkit.fit`` against SingleTaskGP + ``fit_gpytorch_mll``.
+
+Branin (2-D) and Hartmann6 (maximised, ``negate=True``), inputs in the unit cube, 20 scrambled-Sobol points,
+then ``steps`` rounds of qLogEI at q = 2 (``optimize_acqf``, 4 restarts, 64 raw samples); every round refits
+both models from scratch on all data with their defaults. SingleTaskGP: BoTorch's defaults (Standardize, the
+dimension-scaled priors, L-BFGS-B to convergence). DKLGP: its defaults, which up to ``exact_size`` = 128
+inputs are the full (exact) pattern with the same priors, fitted by gpkit.fit's converging mode (Adam lr 0.1,
+q refreshed to the exact posterior after every step, at least 100 and at most 400 steps, stop when the best
+loss improves by less than 1e-3 over 50 steps).
+
+Metrics per problem and model over seeds: final simple regret (mean, std), fit seconds per round (median),
+seconds per round (fit + acquisition), crashes and warnings raised in the loops.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+
+import torch
+from botorch.acquisition.logei import qLogExpectedImprovement
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.optim import optimize_acqf
+from botorch.test_functions import Branin, Hartmann
+from botorch.utils.sampling import draw_sobol_samples
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+import gpkit
+from gpkit.models import DKLGP
+
+
+def _fit(method: str, X, Y, step: int):
+    if method == "DKLGP":
+        model = DKLGP(X, Y)
+        gpkit.fit(model, progress=False, seed=step)
+        return model
+    model = SingleTaskGP(X, Y)
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    return model
+
+
+def _loop(problem, method: str, seed: int, steps: int) -> dict:
+    d, (lo, hi) = problem.dim, problem.bounds
+    unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
+    f = lambda x: problem(x * (hi - lo) + lo).unsqueeze(-1)
+    torch.manual_seed(seed)
+    X = draw_sobol_samples(unit, 20, 1, seed=seed).squeeze(1)
+    Y = f(X)
+    fit_times, step_times, crash = [], [], None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            for step in range(steps):
+                t0 = time.perf_counter()
+                model = _fit(method, X, Y, step)
+                fit_times.append(time.perf_counter() - t0)
+                acqf = qLogExpectedImprovement(model, best_f=Y.max())
+                cand, _ = optimize_acqf(acqf, unit, q=2, num_restarts=4, raw_samples=64)
+                X, Y = torch.cat([X, cand]), torch.cat([Y, f(cand)])
+                step_times.append(time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 -- a crash ends the loop and is counted
+            crash = repr(e)[:200]
+    return {
+        "regret": float(problem.optimal_value - Y.max()),
+        "fit_seconds": statistics.median(fit_times) if fit_times else float("nan"),
+        "sec_per_step": statistics.median(step_times) if step_times else float("nan"),
+        "crash": crash,
+        "warnings": len(caught),
+    }
+
+
+def main(bench) -> None:
+    torch.set_default_dtype(torch.float64)
+    if bench.quick:
+        problems, seeds, steps = {"branin": Branin(negate=True)}, 1, 2
+    else:
+        problems, seeds, steps = (
+            {"branin": Branin(negate=True), "hartmann6": Hartmann(dim=6, negate=True)},
+            5,
+            10,
+        )
+    for name, problem in problems.items():
+        case = f"{name} qLogEI q=2, 20 Sobol + {steps} steps"
+        for method in ("SingleTaskGP", "DKLGP"):
+            res = [_loop(problem, method, seed, steps) for seed in range(seeds)]
+            regrets = [r["regret"] for r in res]
+            bench.add(
+                case,
+                method,
+                regret_mean=statistics.mean(regrets),
+                regret_std=statistics.stdev(regrets) if len(regrets) > 1 else 0.0,
+                regrets=[round(r, 5) for r in regrets],
+                fit_seconds=statistics.median(r["fit_seconds"] for r in res),
+                sec_per_step=statistics.median(r["sec_per_step"] for r in res),
+                crashes=sum(r["crash"] is not None for r in res),
+                warnings=sum(r["warnings"] for r in res),
+                seeds=seeds,
+            )
+    bench.compare("DKLGP", ["SingleTaskGP"], ["regret_mean", "fit_seconds", "sec_per_step"])
+    bench.note(
+        "Every round refits both models from scratch with their defaults; DKLGP at these n uses its full "
+        "(exact) pattern. Timings on a shared, loaded 2-core CPU: compare ratios within one run."
+    )
