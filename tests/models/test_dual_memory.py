@@ -136,6 +136,7 @@ def test_streaming_with_memory_fits():
     X, Y = _data(200, seed=1)
     Xt = torch.rand(300, 2, dtype=torch.float64)
     model = DualMemoryGP(X[:40], Y[:40], num_inducing=30, memory_size=40, memory_per_batch=8)
+    model.likelihood.noise = 0.5  # far from the truth (0.01): only training can recover it
     gpkit.fit(model, epochs=60)
     for i in range(1, 5):
         model.update(X[40 * i : 40 * (i + 1)], Y[40 * i : 40 * (i + 1)])
