@@ -71,9 +71,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         1 each: the memory as extra data), ``"uniform"`` (:math:`N_{\mathrm{old}}/|\mathrm{memory}|` each,
         summing to the number of retired points, the spec's choice) or ``"inverse_probability"`` (the same sum,
         shared in proportion to the inverse inclusion probabilities of the leverage-score draw). The last two
-        let a few hundred leverage-selected (not representative) memory points, up-weighted ~N_old/|memory|
-        times, dominate the M-step: on the UCI streams they inflated the learned noise and lost NLPD against
-        unit weights (see the benchmark). Building the M-step ``q`` from batch + weighted memory sites only
+        let a few hundred leverage-selected (not representative) memory points, up-weighted about
+        :math:`N_{\mathrm{old}}/|\mathrm{memory}|` times, dominate the M-step: on the UCI streams they inflated
+        the learned noise and lost NLPD against unit weights (see the benchmark). Building the M-step ``q`` from batch + weighted memory sites only
         (a consistent weighted ELBO) was tried and is not offered: ``q`` then interpolates the up-weighted
         points (a point of weight ``s`` acts like ``s`` identical observations) and the noise collapses.
     :param input_transform: a BoTorch input transform (applied to the stored inputs once).
