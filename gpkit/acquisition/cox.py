@@ -2,8 +2,9 @@
 unit volume of the model's ``bounds`` coordinates; never a mix of the intensity and the latent ``g``).
 
 Inputs are ``b x q x d`` (a ``q x d`` input is one batch, as in BoTorch) and values ``b``. Pointwise acquisitions score
-a q-batch by its best point; window acquisitions read the ``q`` points as window centres and score their union
-(total arrivals; probability of no arrival in any of them). All are deterministic (seeded base samples), so
+a q-batch by its best point; window acquisitions read the ``q`` points as window centres and score them together
+(total arrivals; probability of no arrival in any of them), summing over the ``q`` windows, so where windows overlap
+the overlap counts once per window. All are deterministic (seeded base samples), so
 ``botorch.optim.optimize_acqf`` and ``optimize_acqf_discrete`` can use them directly.
 """
 
@@ -158,7 +159,7 @@ class IdleTime(_WindowAcquisition):
 
     def __init__(self, model, window, num_samples: int = 256, nodes_per_dim: int | None = None, seed: int = 0):
         super().__init__(model, window, nodes_per_dim)
-        if not (isinstance(num_samples, int) and num_samples >= 1):
+        if isinstance(num_samples, bool) or not (isinstance(num_samples, int) and num_samples >= 1):
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         r = model.state().w.shape[0]
         gen = torch.Generator().manual_seed(seed)
@@ -192,6 +193,8 @@ class ChangePointScore(_IntensityAcquisition):
             raise ValueError(f"hazard must be in (0, 1), got {hazard!r}")
         if not (isinstance(lag, int) and lag >= 0):
             raise ValueError(f"lag must be a non-negative integer, got {lag!r}")
+        if isinstance(num_samples, bool) or not (isinstance(num_samples, int) and num_samples >= 1):
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         with torch.no_grad():
             times = model.bounds[0] + (model.bounds[1] - model.bounds[0]) * model.cells  # T x 1
             mean, _, root = model.latent_moments(times)

@@ -86,9 +86,12 @@ def reveal_windows(
 
     events, bounds = check_events(events, bounds)
     d = events.shape[-1]
-    half = torch.as_tensor(window, dtype=events.dtype, device=events.device).reshape(-1).expand(d)
-    if not (half > 0).all():
-        raise ValueError(f"window must be positive, got {window!r}")
+    half = torch.as_tensor(window, dtype=events.dtype, device=events.device).reshape(-1)
+    if half.numel() not in (1, d) or not (half > 0).all() or not torch.isfinite(half).all():
+        raise ValueError(f"window must be a positive half-width (a number or {d} numbers), got {window!r}")
+    half = half.expand(d)
+    if isinstance(exclusion, bool) or not (isinstance(exclusion, float | int) and exclusion >= 0):
+        raise ValueError(f"exclusion must be a non-negative number, got {exclusion!r}")
     if not (isinstance(num_steps, int) and num_steps >= 1):
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
     if not (callable(acquisition) or acquisition in _ACQUISITIONS):

@@ -105,7 +105,7 @@ class GaussianCoxProcess(Model):
         marks = self._sizes(num_landmarks, d, default_marks, "num_landmarks")
         if any(m > g for m, g in zip(marks, grid)):
             raise ValueError(f"num_landmarks {marks} must not exceed grid_size {grid}")
-        if scale is not None and not (isinstance(scale, float | int) and scale > 0):
+        if scale is not None and (isinstance(scale, bool) or not (isinstance(scale, float | int) and scale > 0)):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         self.grid_size, self.num_landmarks = grid, marks
         tkw = {"dtype": events.dtype, "device": events.device}
@@ -122,6 +122,10 @@ class GaussianCoxProcess(Model):
                 windows = windows.unsqueeze(0)
             if windows.dim() != 3 or windows.shape[-2:] != (2, d):
                 raise ValueError(f"windows must be k x 2 x {d} boxes, got shape {tuple(windows.shape)}")
+            if not torch.isfinite(windows).all():
+                raise ValueError("windows contains NaN or inf")
+            if (windows[:, 0] > windows[:, 1]).any():
+                raise ValueError("windows must have lower <= upper in every box and column (row 0 lower, row 1 upper)")
             lo, hi = self.to_unit(windows[:, 0]), self.to_unit(windows[:, 1])  # k x d
             c = self.cells.unsqueeze(1)
             observed = ((c >= lo) & (c <= hi)).all(-1).any(-1)
@@ -164,8 +168,13 @@ class GaussianCoxProcess(Model):
     def _sizes(value, d: int, default, name: str) -> tuple[int, ...]:
         if value is None:
             value = default
-        sizes = (value,) * d if isinstance(value, int) else tuple(value)
-        if len(sizes) != d or not all(isinstance(s, int) and s >= 2 for s in sizes):
+        if isinstance(value, int):
+            sizes = (value,) * d
+        elif isinstance(value, tuple | list):
+            sizes = tuple(value)
+        else:
+            raise ValueError(f"{name} must be an int >= 2 or {d} such ints, got {value!r}")
+        if len(sizes) != d or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 2 for s in sizes):
             raise ValueError(f"{name} must be an int >= 2 or {d} such ints, got {value!r}")
         return sizes
 
@@ -354,6 +363,8 @@ class GaussianCoxProcess(Model):
             raise TypeError(f"X must be a tensor, got {type(X).__name__}")
         if X.dim() < 2 or X.shape[-1] != self.events.shape[-1]:
             raise ValueError(f"X must be ... x q x {self.events.shape[-1]}, got shape {tuple(X.shape)}")
+        if not torch.isfinite(X).all():
+            raise ValueError("X contains NaN or inf")
 
     def posterior(self, X: Tensor, output_indices=None, observation_noise=False, posterior_transform=None, **kwargs):
         """BoTorch posterior of the latent ``g`` at ``X`` (``... x q x d``, ``bounds`` coordinates)."""
@@ -376,6 +387,8 @@ class GaussianCoxProcess(Model):
         the ``bounds`` coordinates) at ``X`` (``... x d``)."""
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
+        if not isinstance(X, Tensor):
+            raise TypeError(f"X must be a tensor, got {type(X).__name__}")
         X2 = X if X.dim() >= 2 else X.unsqueeze(-1)
         mean, var, _ = self.latent_moments(X2)
         std = var.clamp_min(1e-30).sqrt()

@@ -135,6 +135,10 @@ def test_reveal_windows_loop():
         reveal_windows(ds.X, ds.extras["bounds"], 2.0, 3, acquisition="thompson")
     with pytest.raises(ValueError, match="window"):
         reveal_windows(ds.X, ds.extras["bounds"], -1.0, 3)
+    with pytest.raises(ValueError, match="window must be a positive half-width"):
+        reveal_windows(ds.X, ds.extras["bounds"], [1.0, 2.0], 3)
+    with pytest.raises(ValueError, match="exclusion"):
+        reveal_windows(ds.X, ds.extras["bounds"], 2.0, 3, exclusion=-1.0)
 
 
 def test_bad_input(models):
@@ -148,6 +152,10 @@ def test_bad_input(models):
         IntensityExpectedImprovement(models["exp"], best_f=float("nan"))
     with pytest.raises(ValueError, match="hazard"):
         ChangePointScore(models["exp"], hazard=2.0)
+    with pytest.raises(ValueError, match="num_samples"):
+        ChangePointScore(models["exp"], num_samples=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        IdleTime(models["exp"], window=2.0, num_samples=0)
     bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     with pytest.raises(ValueError, match="1-D"):
         ChangePointScore(GaussianCoxProcess(torch.rand(20, 2), bounds, grid_size=8, num_landmarks=4))

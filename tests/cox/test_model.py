@@ -261,6 +261,29 @@ def test_bad_input():
         model.expected_count(torch.tensor([[0.5], [0.2]]))
 
 
+def test_bad_input_names_the_argument():
+    bounds = torch.tensor([[0.0], [1.0]])
+    ok = torch.rand(10, 1, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="grid_size must be an int"):
+        GaussianCoxProcess(ok, bounds, grid_size=10.0)
+    with pytest.raises(ValueError, match="num_landmarks must be an int"):
+        GaussianCoxProcess(ok, bounds, grid_size=10, num_landmarks=True)
+    with pytest.raises(ValueError, match="scale must be a positive number"):
+        GaussianCoxProcess(ok, bounds, scale=True)
+    with pytest.raises(ValueError, match="windows must have lower <= upper"):
+        GaussianCoxProcess(ok, bounds, windows=torch.tensor([[1.0], [0.0]]))
+    with pytest.raises(ValueError, match="windows contains NaN"):
+        GaussianCoxProcess(ok, bounds, windows=torch.tensor([[float("nan")], [1.0]]))
+    model = GaussianCoxProcess(ok, bounds, grid_size=20, num_landmarks=10)
+    nan = torch.tensor([[0.5], [float("nan")]])
+    with pytest.raises(ValueError, match="X contains NaN"):
+        model.posterior(nan)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        model.intensity(nan)
+    with pytest.raises(TypeError, match="X must be a tensor"):
+        model.intensity([[0.5]])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("link", LINKS)
 def test_cuda(link, hermite):
