@@ -51,7 +51,7 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
     # BO: windows of half-width 2 until one holds the peak, expected arrivals vs random search (same start)
     cands = torch.arange(0.0, 100.5, 1.0, dtype=torch.float64).unsqueeze(-1)
     peak = float(cands[truth_fn(cands).argmax(), 0])
-    ucb_steps, random_steps, last = [], [], None
+    arrival_steps, random_steps, last = [], [], None
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         begin = float(cands[rng.integers(len(cands)), 0])
@@ -60,7 +60,7 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
             model_options={"grid_size": 100, "num_landmarks": 50}, fit_options={"max_iter": 20},
             stop=lambda c: abs(float(c[0]) - peak) <= 2.0,
         )
-        ucb_steps.append(len(res.centres))
+        arrival_steps.append(len(res.centres))
         last = res
         # random search over the unvisited centres, with the same +-2r exclusion as the loop
         visited, remaining = [begin], [float(c) for c in cands[:, 0] if abs(float(c) - begin) > 4.0]
@@ -85,7 +85,7 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
     for i, c in enumerate(last.centres[:, 0].tolist()):
         ax.axvspan(c - 2, c + 2, color="C2", alpha=0.3, label="revealed windows" if i == 0 else None)
         ax.annotate(str(i + 1), (c, 0), ha="center", fontsize=7)
-    ax.set(xlabel="time", ylabel="events per unit time", title=f"window search (expected arrivals): peak found in {ucb_steps[-1]} windows")
+    ax.set(xlabel="time", ylabel="events per unit time", title=f"window search (expected arrivals): peak found in {arrival_steps[-1]} windows")
     ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_dir / "cox.png", dpi=110)
@@ -97,5 +97,5 @@ def demo(out_dir: Path, quick: bool = False) -> list[dict]:
         {"method": "GaussianCoxProcess", "data": data, "metric": "95% band coverage", "value": coverage,
          "seconds": gcp_seconds},
         {"method": "Cox window search", "data": f"{data}, {seeds} starts", "metric": "windows to peak",
-         "value": float(np.mean(ucb_steps)), "baseline": "random search", "baseline_value": float(np.mean(random_steps))},
+         "value": float(np.mean(arrival_steps)), "baseline": "random search", "baseline_value": float(np.mean(random_steps))},
     ]

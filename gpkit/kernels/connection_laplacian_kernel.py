@@ -78,6 +78,8 @@ class ConnectionLaplacianKernel(Kernel):
                 f"encodings must be N x D x k and eigenvalues k, got {tuple(encodings.shape)} and "
                 f"{tuple(eigenvalues.shape)}"
             )
+        if not 0.1 < float(nu) < 10.0:
+            raise ValueError(f"nu must be in (0.1, 10) (the range the smoothness is trained in), got {nu!r}")
         super().__init__(**kwargs)
         self.spectrum = spectrum
         # Not buffers: GPyTorch expands and indexes buffers as batch-shaped; these are shared. _apply moves them.

@@ -77,7 +77,10 @@ class ManifoldGeometry:
             frames, dim, explained = tangent_frames(points, default_frame_neighbors(num_neighbors), dim)
         else:
             if not isinstance(frames, Tensor) or frames.dim() != 3 or frames.shape[:2] != points.shape:
-                raise ValueError(f"frames must be an N x D x d tensor with N x D = {tuple(points.shape)}")
+                got = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
+                raise ValueError(f"frames must be an N x D x d tensor with N x D = {tuple(points.shape)}, got {got}")
+            if not torch.isfinite(frames).all():
+                raise ValueError("frames contains NaN or inf")
             if dim is not None and frames.shape[-1] != dim:
                 raise ValueError(f"frames have d={frames.shape[-1]} columns but dim={dim}")
             dim = frames.shape[-1]

@@ -86,6 +86,8 @@ class RVGP(Model):
             raise ValueError(f"num_eigenpairs must be None or a positive int, got {num_eigenpairs!r}")
         if num_inducing is not None and (isinstance(num_inducing, bool) or not isinstance(num_inducing, int) or num_inducing < 1):
             raise ValueError(f"num_inducing must be None or a positive int, got {num_inducing!r}")
+        if isinstance(max_eigenpairs, bool) or not isinstance(max_eigenpairs, int) or max_eigenpairs < 1:
+            raise ValueError(f"max_eigenpairs must be a positive int, got {max_eigenpairs!r}")
         if likelihood is not None and not isinstance(likelihood, gpytorch.likelihoods.GaussianLikelihood):
             raise TypeError(f"likelihood must be a gpytorch GaussianLikelihood, got {type(likelihood).__name__}")
         if geometry is None:
@@ -158,14 +160,16 @@ class RVGP(Model):
             raise ValueError("train_vectors contains NaN or inf")
         return vectors.to(points)
 
-    def _query_index(self, index: Tensor) -> Tensor:
-        if not isinstance(index, Tensor) or index.dtype not in (torch.int64, torch.int32):
-            raise TypeError("index must be a LongTensor of node indices")
+    def _query_index(self, index: Tensor, name: str = "index") -> Tensor:
+        if not isinstance(index, Tensor):
+            raise TypeError(f"{name} must be a LongTensor of node indices, got {type(index).__name__}")
+        if index.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name} must be a LongTensor of node indices, got dtype {index.dtype}")
         if index.dim() == 0 or index.shape[-1] == 0:
-            raise ValueError(f"index must have shape (..., q) with q >= 1, got {tuple(index.shape)}")
+            raise ValueError(f"{name} must have shape (..., q) with q >= 1, got {tuple(index.shape)}")
         N = self.points.shape[0]
         if int(index.min()) < 0 or int(index.max()) >= N:
-            raise IndexError(f"index has entries outside [0, {N}) (the rows of points)")
+            raise IndexError(f"{name} has entries outside [0, {N}) (the rows of points)")
         return index.long().to(self.points.device)
 
     # ------------------------------------------------------------------ inference
@@ -231,7 +235,7 @@ class RVGP(Model):
 
         :param observation_noise: add the learned noise variance.
         """
-        index = self._query_index(X)
+        index = self._query_index(X, "X")
         w = self._weights()
         F, resid = self._test_features(index, w)
         mean = (F @ torch.linalg.solve_triangular(w["L"].T, w["v"].unsqueeze(-1), upper=True)).squeeze(-1) / w["noise"]

@@ -89,3 +89,5 @@ def test_float32_and_bad_inputs():
         ConnectionLaplacianKernel(torch.zeros(4, 3, 2), torch.zeros(2), "rbf")
     with pytest.raises(ValueError, match="eigenvalues"):
         ConnectionLaplacianKernel(torch.zeros(4, 3, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="nu must be in"):
+        ConnectionLaplacianKernel(torch.zeros(4, 3, 2), torch.zeros(2), nu=-1.0)

@@ -143,5 +143,7 @@ def test_bad_inputs():
         tangent_frames(X, 10, dim=4)
     with pytest.raises(ValueError, match="frames"):
         ManifoldGeometry.from_points(X, 5, frames=torch.zeros(49, 3, 2))
+    with pytest.raises(ValueError, match="frames contains NaN"):
+        ManifoldGeometry.from_points(X, 5, frames=torch.full((50, 3, 2), float("nan")))
     with pytest.raises(ValueError, match="eigenpairs"):
         smallest_eigenpairs(sp.identity(10), 10)

@@ -157,6 +157,10 @@ def test_bad_inputs():
         model.predict(torch.tensor([0, 100]))
     with pytest.raises(TypeError, match="LongTensor"):
         model.posterior(torch.tensor([0.0]))
+    with pytest.raises(TypeError, match="X must be a LongTensor"):  # BoTorch's name for the argument
+        model.posterior([0, 1])
+    with pytest.raises(ValueError, match="max_eigenpairs"):
+        RVGP(X, idx, Y, max_eigenpairs=0)
 
 
 def test_woodbury_nll_gradients():
