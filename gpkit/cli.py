@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import textwrap
 import time
 from pathlib import Path
 
@@ -70,12 +71,38 @@ def _cell(value) -> str:
     return str(value)
 
 
+TABLE_WIDTH = 120  # columns of the demo table (a terminal's width)
+
+
+def _fit_widths(table: list[list[str]], limit: int) -> list[int]:
+    """Column widths that fit ``limit`` columns where possible: the text columns (method, data, baseline) and
+    the metric names in the header wrap (at word boundaries); the value cells never do."""
+    ncol = len(table[0])
+    widths = [max(len(line[i]) for line in table) for i in range(ncol)]
+
+    def words(i: int, rows) -> int:
+        return max((len(word) for line in rows for word in line[i].split()), default=0)
+
+    # the narrowest each column can go: text columns to their longest word, the others to their widest
+    # value cell (and the longest word of their header)
+    floor = [words(i, table) if i < 3 else max([words(i, table[:1])] + [len(line[i]) for line in table[1:]])
+             for i in range(ncol)]
+    while sum(widths) + 2 * (ncol - 1) > limit:
+        slack = [w - f for w, f in zip(widths, floor)]
+        i = max(range(ncol), key=lambda j: (slack[j] > 0, widths[j] if slack[j] > 0 else -1))
+        if slack[i] <= 0:
+            break  # cannot narrow further without breaking words or values
+        widths[i] -= 1
+    return widths
+
+
 def format_table(rows: list[dict]) -> str:
     """The demo rows as plain-text tables: one line per (method, data, baseline), metrics as columns.
 
     Rows with the same metric names share one table; each metric cell reads ``gpkit / baseline``; the
     last two columns are gpkit's and the baseline's wall time in seconds. Methods not built yet are
-    listed at the end.
+    listed at the end. Text cells and metric names wrap so that every line fits :data:`TABLE_WIDTH`
+    columns (unless one word or value is wider).
     """
     groups: dict[tuple, dict] = {}
     missing = []
@@ -105,9 +132,14 @@ def format_table(rows: list[dict]) -> str:
                 cells.append(_cell(value) + (f" / {_cell(base)}" if base is not None else ""))
             times = [f"{g[t]:.1f}" if g[t] is not None else "" for t in ("seconds", "baseline_seconds")]
             table.append([method, data, baseline, *cells, *times])
-        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        widths = _fit_widths(table, TABLE_WIDTH)
+        lines = []
+        for i, line in enumerate(table):
+            wrapped = [textwrap.wrap(v, w, break_on_hyphens=False) or [""] for v, w in zip(line, widths)]
+            for k in range(max(len(c) for c in wrapped)):
+                lines.append("  ".join((c[k] if k < len(c) else "").ljust(w) for c, w in zip(wrapped, widths)).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
         blocks.append("\n".join(lines))
     if blocks:
         blocks.append("metric cells: gpkit / baseline; times: fit + predict wall seconds of each")

@@ -113,6 +113,28 @@ def test_format_table_pivots_metrics_into_columns():
     assert lines[-1] == "not yet built: ETGP"
 
 
+def test_format_table_wraps_long_text_to_fit_120_columns():
+    # the RVGP and dual-memory demos' own strings: unwrapped, these tables are 172 and 145 columns wide
+    data = "smooth tangent field on a sphere, 400 nodes, 80 noisy training vectors"
+    common = {"method": "RVGP", "data": data, "baseline": "Euclidean RBF GP", "seconds": 6.3, "baseline_seconds": 0.7}
+    rows = [
+        {**common, "metric": "test alignment (mean cosine)", "value": 0.9905, "baseline_value": 0.9944},
+        {**common, "metric": "median |v.n|/|v| (tangency)", "value": 0.007084, "baseline_value": 0.01821},
+        {"method": "DualMemoryGP (M=30, memory 10/batch)", "data": "1-D stream, 20 batches of 50 sorted by x",
+         "metric": "test NLL", "value": 0.12, "baseline": "offline SVGP (M=30, all data)", "baseline_value": 0.11,
+         "seconds": 3.0, "baseline_seconds": 2.0},
+    ]
+    table = cli.format_table(rows)
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= cli.TABLE_WIDTH
+    text = " ".join(table.split())
+    for word in data.split() + "median |v.n|/|v| (tangency) offline SVGP (M=30, all data)".split():
+        assert word in text
+    # values and times stay whole, on the row's first line
+    first = next(line for line in lines if line.startswith("RVGP"))
+    assert "0.9905 / 0.9944" in first and "0.007084 / 0.01821" in first and first.split()[-2:] == ["6.3", "0.7"]
+
+
 def test_demo_runs_built_methods_and_lists_unbuilt_ones(tmp_path, monkeypatch, capsys):
     fake = types.ModuleType("gpkit_fake_demo")
     fake.demo = lambda out_dir, quick=False: [
