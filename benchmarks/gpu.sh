@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared run for the lent GPU machine (about 8 minutes): the GPU tests, then every benchmark with
-# --device cuda. Results land in benchmarks/results/*-cuda.{json,md} and are copied to $OUT when it is set.
+# The one prepared run for the lent GPU machine (about 8 minutes): the GPU tests, then the neighbors, dklgp,
+# swsgp and pde benchmarks with --device cuda in quick mode (not yet: etgp, rvgp, cox, dual_memory, scale, nor the
+# papers' scale of issue 12). Results land in benchmarks/results/*-cuda.{json,md} and are copied to $OUT when set.
 # Usage on the device machine:  bash benchmarks/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
