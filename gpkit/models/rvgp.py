@@ -92,8 +92,8 @@ class RVGP(Model):
             raise TypeError(f"likelihood must be a gpytorch GaussianLikelihood, got {type(likelihood).__name__}")
         if geometry is None:
             geometry = ManifoldGeometry.from_points(points, num_neighbors, dim, frames)
-        elif geometry.points.shape != points.shape:
-            raise ValueError("geometry was built on different points")
+        elif geometry.points.shape != points.shape or not torch.equal(geometry.points.to(points), points):
+            raise ValueError("geometry was built on different points than points (rebuild it, or pass the same tensor)")
         n, d = train_index.numel(), geometry.dim
         k = num_eigenpairs or auto_num_eigenpairs(n, d, points.shape[0] * d, max_eigenpairs)
         k = min(k, points.shape[0] * d - 1)

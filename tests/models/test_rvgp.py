@@ -161,6 +161,8 @@ def test_bad_inputs():
         model.posterior([0, 1])
     with pytest.raises(ValueError, match="max_eigenpairs"):
         RVGP(X, idx, Y, max_eigenpairs=0)
+    with pytest.raises(ValueError, match="geometry was built on different points"):
+        RVGP(X.flip(0), idx, Y, geometry=model.geometry)  # same shape, other order: a silent mismatch before
 
 
 def test_woodbury_nll_gradients():
