@@ -196,7 +196,11 @@ class ETGP(ApproximateGP, GPyTorchModel):
 
     @property
     def fit_defaults(self) -> dict:
-        """Adam lr 0.01, batch 256, and enough epochs for about 1500 steps (at least 10, at most 150)."""
+        """Adam lr 0.01, batch 256, and ``epochs`` for about 1500 steps (at least 10, at most 150).
+
+        Without an explicit ``epochs``, :func:`gpkit.fit`'s converging default uses these epochs only in its step
+        cap: it runs at least 1000 and at most ``max(epochs x batches per epoch, 3000)`` steps and stops earlier
+        once the loss stops improving (at n = 1500: 6 batches per epoch, up to 500 epochs)."""
         steps_per_epoch = math.ceil(self.num_data / 256)
         return {"epochs": int(min(150, max(10, math.ceil(1500 / steps_per_epoch)))), "lr": 0.01, "batch_size": 256}
 
