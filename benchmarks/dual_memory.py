@@ -8,8 +8,9 @@ Part 1, streams (``gpkit.datasets``; inputs and targets standardised on the trai
 - streaming banana (Bernoulli, Matérn-5/2, M = 25, 4 batches of 100, memory 5 per batch): test accuracy
   and NLPD of the labels.
 Methods: ``DualMemoryGP`` with its defaults for streaming (30 hyperparameter epochs per batch on batch +
-memory, full batch, Adam lr 0.1; memory weights N_old/|memory|), the same with ``memory_weighting="unit"``
-(each memory point weight 1), the same model with ``memory_size=0`` ("no memory"), and the upper bound
+memory, full batch, Adam lr 0.1; ``memory_weighting="unit"``: each memory point weight 1), the same with
+``memory_weighting="uniform"`` (memory weights N_old/|memory|, the spec's choice), the same model with
+``memory_size=0`` ("no memory"), and the upper bound
 offline GPyTorch SVGP (M = 100, whitened, inducing points learned) trained on all training data with
 ``gpkit.fit`` (Adam lr 0.01, batch 256) until the epoch loss improves by less than 1e-4 (relative) over 3
 epochs (at most 60 epochs). Time per update is the wall time of ``update`` per batch.
@@ -21,6 +22,10 @@ memory GP fitted once on the initial design and then updated by one dual step pe
 100), or by ``update(x, y, epochs=5)`` (five hyperparameter steps on batch + memory); BoTorch ``SingleTaskGP`` refitted from scratch each step (``fit_gpytorch_mll``); GPyTorch's OVC
 (``get_fantasy_model`` of an SVGP fitted on the initial design, M = 10, all new points conditioned in).
 Simple regret of the best observed true value; seconds of the surrogate update per step (median).
+
+The committed ``results/dual_memory.*`` (run before "unit" became the default) label the rows differently:
+there "dual memory GP" is the ``"uniform"`` weighting and "dual memory GP (unit memory weight)" the ``"unit"``
+one (today's "dual memory GP"); they also predate the default noise prior of ``gpkit.models.base``.
 """
 
 from __future__ import annotations

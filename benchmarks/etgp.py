@@ -24,6 +24,11 @@ time / epochs run; peak memory = CUDA max allocated, or peak RSS growth on CPU; 
 Part 2 (cost vs C, synthetic): n inputs uniform on [0, 1]^4, labels the Voronoi cell of C random centres,
 C in {10, 100, 1000}: seconds per training step (median, batch 256) of ETGP and of the C-GP SVGP, the epoch
 time that implies at n = 10^5, and peak memory of the steps; ETGP also trained for a few epochs at n = 10^5.
+
+The committed ``results/etgp.*`` (accuracy part and a first cost sweep) were run before the fused training
+kernel and the flow network's output penalty became ETGP's defaults (then: Q = 20 nodes for the ELBO, autograd
+through the flows, no output penalty); ``results/etgp-cost.*`` (``GPKIT_ETGP_PART=cost``) is the cost sweep
+with the fused kernel, its "before" rows the old path in the same run.
 """
 
 from __future__ import annotations

@@ -51,6 +51,11 @@ class InputDependentFlow(nn.Module):
             raise TypeError(f"flow must be an ElementwiseFlow, got {type(flow).__name__}")
         if not isinstance(input_dim, int) or input_dim < 1:
             raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
+        if isinstance(hidden, str) or not isinstance(hidden, Sequence):
+            raise TypeError(f"hidden must be a sequence of layer widths, e.g. (50,), got {hidden!r}")
+        hidden = tuple(hidden)
+        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden must be a sequence of positive ints (layer widths), got {hidden!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if activation not in _ACTIVATIONS:

@@ -104,7 +104,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
                                  ("memory_per_batch", memory_per_batch, 0), ("update_epochs", update_epochs, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if rho is not None and not 0 < rho <= 1:
+        if rho is not None and (isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho <= 1):
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
         if memory_weighting not in ("uniform", "inverse_probability", "unit"):
             raise ValueError(

@@ -44,7 +44,7 @@ def check_labels(train_X: Tensor, train_Y: Tensor, num_classes: int) -> tuple[Te
     if train_Y.dtype == torch.bool or train_Y.is_complex():
         raise TypeError(f"train_Y must hold integer labels, got dtype {train_Y.dtype}")
     if torch.is_floating_point(train_Y) and (~torch.isfinite(train_Y) | (train_Y != train_Y.round())).any():
-        raise ValueError("train_Y must hold integer class labels; got non-integer (or NaN) values")
+        raise ValueError("train_Y must hold integer class labels; got non-integer (or NaN/inf) values")
     train_Y = train_Y.long()
     if train_Y.min() < 0 or train_Y.max() >= num_classes:
         raise ValueError(
@@ -123,6 +123,10 @@ class ETGP(ApproximateGP, GPyTorchModel):
         seed: int = 0,
     ) -> None:
         train_X, train_Y = check_labels(train_X, train_Y, num_classes)
+        if covar_module is not None and not isinstance(covar_module, gpytorch.kernels.Kernel):
+            raise TypeError(f"covar_module must be a gpytorch.kernels.Kernel or None, got {type(covar_module).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
         n, d = train_X.shape
         mean, std = train_X.mean(0), train_X.std(0) if n > 1 else torch.ones(d).to(train_X)
         std = torch.where(std > 0, std, torch.ones_like(std))
@@ -192,7 +196,11 @@ class ETGP(ApproximateGP, GPyTorchModel):
 
     @property
     def fit_defaults(self) -> dict:
-        """Adam lr 0.01, batch 256, and enough epochs for about 1500 steps (at least 10, at most 150)."""
+        """Adam lr 0.01, batch 256, and ``epochs`` for about 1500 steps (at least 10, at most 150).
+
+        Without an explicit ``epochs``, :func:`gpkit.fit`'s converging default uses these epochs only in its step
+        cap: it runs at least 1000 and at most ``max(epochs x batches per epoch, 3000)`` steps and stops earlier
+        once the loss stops improving (at n = 1500: 6 batches per epoch, up to 500 epochs)."""
         steps_per_epoch = math.ceil(self.num_data / 256)
         return {"epochs": int(min(150, max(10, math.ceil(1500 / steps_per_epoch)))), "lr": 0.01, "batch_size": 256}
 
@@ -233,7 +241,9 @@ class ETGP(ApproximateGP, GPyTorchModel):
     # ------------------------------------------------------------------ prediction
     def _check_X(self, X: Tensor) -> None:
         d = self._x_mean.numel()
-        if not isinstance(X, Tensor) or X.dim() < 2 or X.size(-1) != d:
+        if not isinstance(X, Tensor):
+            raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__}")
+        if X.dim() < 2 or X.size(-1) != d:
             raise ValueError(f"X must be a tensor of shape (..., q, {d}), got {getattr(X, 'shape', type(X))}")
         if not torch.is_floating_point(X):
             raise TypeError(f"X must be floating point, got {X.dtype}")
@@ -258,6 +268,8 @@ class ETGP(ApproximateGP, GPyTorchModel):
             raise ValueError(f"ablate must be None or 'gp', got {ablate!r}")
         if not isinstance(num_dropout_samples, int) or num_dropout_samples < 0:
             raise ValueError(f"num_dropout_samples must be an int >= 0, got {num_dropout_samples!r}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
         self.eval()
         out = []
         for xb in self.standardize(X).split(chunk):

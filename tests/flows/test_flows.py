@@ -149,6 +149,10 @@ def test_bad_arguments():
         InputDependentFlow(torch.nn.Linear(2, 2), 3)
     with pytest.raises(ValueError, match="columns"):
         InputDependentFlow(AffineFlow(2), 3).raw(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="hidden"):  # a zero-width layer would cut the network off from x
+        InputDependentFlow(AffineFlow(2), 3, hidden=(0,))
+    with pytest.raises(TypeError, match="hidden"):
+        InputDependentFlow(AffineFlow(2), 3, hidden=50)
 
 
 def test_fused_sal_log_softmax_matches_autograd():

@@ -208,6 +208,10 @@ def test_bad_inputs():
         DualMemoryGP(X, Y, num_inducing=0)
     with pytest.raises(ValueError, match="memory_size"):
         DualMemoryGP(X, Y, memory_size=-1)
+    with pytest.raises(ValueError, match="rho"):
+        DualMemoryGP(X, Y, rho=1.5)
+    with pytest.raises(ValueError, match="rho"):
+        DualMemoryGP(X, Y, rho="0.5")
     model = DualMemoryGP(X, Y, num_inducing=10, update_epochs=0)
     with pytest.raises(ValueError, match="X_new"):
         model.update(torch.rand(5, 3, dtype=torch.float64), torch.rand(5, 1, dtype=torch.float64))

@@ -211,6 +211,38 @@ def test_bad_inputs():
         model.predict_proba(torch.full((2, 2), float("nan")))
     with pytest.raises(ValueError, match="ablate"):
         model.predict_proba(X, ablate="nn")
+    with pytest.raises(TypeError, match="X must be a torch.Tensor"):
+        model.predict_proba(X.numpy())
+    with pytest.raises(ValueError, match="chunk"):
+        model.predict_proba(X, chunk=0)
+    with pytest.raises(TypeError, match="covar_module"):
+        ETGP(X, y, num_classes=3, covar_module="rbf")
+    with pytest.raises(TypeError, match="seed"):
+        ETGP(X, y, num_classes=3, seed=1.5)
+    with pytest.raises(ValueError, match="hidden"):
+        ETGP(X, y, num_classes=3, hidden=(0,))
+
+
+def test_inputs_are_standardised_for_the_gp_and_the_flows():
+    """The model sees standardised inputs: fitted on ``a X + b``, it predicts at ``a X* + b`` what the model
+    fitted on ``X`` predicts at ``X*`` (posterior of f0 and class probabilities)."""
+    X, y = _data(120)
+    Xs = torch.rand(20, 2) * 2 - 1
+    scale, shift = torch.tensor([100.0, 0.01]), torch.tensor([50.0, -3.0])
+    models = []
+    for inputs in (X, X * scale + shift):
+        torch.manual_seed(0)
+        model = ETGP(inputs, y, num_classes=3, num_inducing=10, warmup_epochs=1)
+        gpkit.fit(model, epochs=3, seed=0)
+        models.append(model)
+    plain, moved = models
+    post, post_moved = plain.posterior(Xs), moved.posterior(Xs * scale + shift)
+    assert post.mean.abs().max() > 1e-3  # trained: q(f0) is not the prior
+    assert torch.allclose(post.mean, post_moved.mean, atol=1e-6)
+    assert torch.allclose(post.variance, post_moved.variance, atol=1e-6)
+    probs = plain.predict_proba(Xs)
+    assert not torch.allclose(probs, torch.full_like(probs, 1 / 3), atol=1e-3)
+    assert torch.allclose(probs, moved.predict_proba(Xs * scale + shift), atol=1e-6)
 
 
 @pytest.mark.slow
