@@ -45,8 +45,8 @@ class KroneckerPDESolver(torch.nn.Module):
 
     ``gpkit.fit(solver)`` runs the whole method: Adam on the joint (lr 1e-2, cosine schedule, 1000 iterations),
     then the residual-only finish :meth:`finish` (collocation with the learned kernel: the
-    :math:`\tau, v \to \infty` limit of the joint with the kernel fixed). The finish runs when the solver leaves
-    training mode (``fit`` ends with ``solver.eval()``).
+    :math:`\tau, v \to \infty` limit of the joint with the kernel fixed), which ``fit`` calls as the
+    ``finish`` hook of :class:`~gpkit.training.FitHooks` once Adam ends.
 
     Internally the box is mapped to :math:`[0, 1]^D` and ``U`` is stored in units of a solution scale, so the
     defaults behave the same on problems of any size; the kernels live on the unit box
@@ -152,7 +152,6 @@ class KroneckerPDESolver(torch.nn.Module):
         self.u_scale, self.r_scale = 1.0, 1.0
         self._set_scales()
         self._best = (math.inf, 0)
-        self._needs_finish = False
         self.finish_info: dict = {}
 
     @staticmethod
@@ -339,16 +338,6 @@ class KroneckerPDESolver(torch.nn.Module):
         return self.patience is not None and state.iteration - self._best[1] >= self.patience
 
     # ------------------------------------------------------------------------------------- finish
-    def train(self, mode: bool = True):
-        """Training mode; leaving it after training (``eval()``, which ``gpkit.fit`` calls last) runs :meth:`finish`."""
-        was_training = self.training
-        super().train(mode)
-        if mode:
-            self._needs_finish = True
-        elif was_training and getattr(self, "_needs_finish", False):
-            self.finish()
-        return self
-
     def _collocation(self, max_steps: int = 30) -> tuple[Tensor, dict]:
         """Newton collocation from the current grid values (solution units); returns ``(U, info)``."""
         problem, X, d, mask = self.problem, self.grid_points, self.problem.dim, self.boundary_mask
@@ -415,14 +404,13 @@ class KroneckerPDESolver(torch.nn.Module):
         self.log_v.fill_(-math.log(max(float(r.pow(2).mean()), 1e-20)))
         info["midpoint_residual"] = self.midpoint_residual()
         self.finish_info = info
-        self._needs_finish = False
         if info["midpoint_residual"] > 0.1:
             warnings.warn(
                 f"the PDE residual between grid points is {info['midpoint_residual']:.2g} (relative) after the "
                 "collocation finish: the grid or the kernel does not resolve the solution; use a finer grid, a "
                 "higher max_frequency or more Adam iterations.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return self
 

@@ -267,13 +267,27 @@ def test_newton_collocation_for_allen_cahn(dim):
 
 
 def test_fit_runs_the_finish_once():
+    """The finish is fit's ``finish`` hook: after Adam, once; switching modes does not run it."""
     solver = KroneckerPDESolver(_readme_problem(), 24, num_components=3, max_frequency=2.0)
-    solver.eval()  # not after training: no finish
+    solver.train()
+    solver.eval()
     assert solver.finish_info == {}
+    calls = []
+    finish = solver.finish
+    solver.finish = lambda: calls.append(len(solver.fit_history)) or finish()
     gpkit.fit(solver, max_iter=5, progress=False)
+    assert calls == [5] and not solver.training
     assert solver.finish_info["steps"] >= 1
     res, _ = _interior_residual(solver)
     assert res < 1e-8
+
+
+@pytest.mark.parametrize("option", [{"epochs": 5}, {"batch_size": 10}, {"min_steps": 3}, {"train_X": None}])
+def test_fit_rejects_options_a_full_batch_solver_cannot_use(option):
+    solver = KroneckerPDESolver(_readme_problem(), 16, num_components=3, max_frequency=1.0)
+    with pytest.raises(TypeError, match=f"{next(iter(option))}.*cannot be used with KroneckerPDESolver"):
+        gpkit.fit(solver, **option)
+    assert solver.finish_info == {}
 
 
 def test_posterior_std_matches_the_dense_gaussian_posterior():
