@@ -406,16 +406,7 @@ def main(bench):
         bench.save(out_dir)  # partial results survive an interrupted run
     for proc in procs:
         proc.join()
-    main_method = "GP-HM-GM" + FULL
-    bench.compare(
-        main_method,
-        [UNTRAINED, "GP-HM-GM" + ADAM, "GP-HM-StM" + FULL, "GP-SE" + FULL, "GP-Matern" + FULL, "PINN", "RFF-PINN"],
-        ["rel_l2", "seconds"],
-    )
-    src = "Fang et al. 2024 reference logs (best of 21 checkpoints vs. the test solution, 100k Adam its)"
-    bench.published("poisson1d sin(100x)", "GP-HM-StM reference (H200)", "spec: JAX reference code on an H200",
-                    rel_l2=3.2e-6, seconds=241, iterations=100000)
-    bench.published("allencahn2d prod(sin z+0.1sin20z+cos100z)", "GP-HM reference", src, rel_l2=2.6e-3)
+    _finalise(bench)
     if os.environ.get("GPKIT_PDE_SCALING", "1") == "0":
         return
     cuda = device.type == "cuda"
@@ -425,3 +416,45 @@ def main(bench):
         sizes_kron=[8, 16, 64] if quick else [8, 16, 24, 100] + ([200, 400, 800] if cuda else []),
         device=device,
     )
+
+
+def _finalise(bench):
+    """Comparison columns and the published reference rows."""
+    bench.compare(
+        "GP-HM-GM" + FULL,
+        [UNTRAINED, "GP-HM-GM" + ADAM, "GP-HM-StM" + FULL, "GP-SE" + FULL, "GP-Matern" + FULL, "PINN", "RFF-PINN"],
+        ["rel_l2", "seconds"],
+    )
+    src = "Fang et al. 2024 reference logs (best of 21 checkpoints vs. the test solution, 100k Adam its)"
+    bench.published("poisson1d sin(100x)", "GP-HM-StM reference (H200)", "spec: JAX reference code on an H200",
+                    rel_l2=3.2e-6, seconds=241, iterations=100000)
+    bench.published("allencahn2d prod(sin z+0.1sin20z+cos100z)", "GP-HM reference", src, rel_l2=2.6e-3)
+
+
+def merge(out_dir, parts):
+    """Join part runs (``GPKIT_PDE_OUT``) into one result: rows in :func:`cases` order, the first part's notes,
+    one line per part (its date and cases)."""
+    import json
+
+    from gpkit.benchmarking import Benchmark
+
+    bench = Benchmark(name="pde")
+    order = [c[0] for c in cases()]
+    loaded = [json.loads(open(p).read()) for p in parts]
+    rows = [r for part in loaded for r in part["rows"] if not r.get("published")]
+    bench.rows = sorted(rows, key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
+    bench.notes = list(loaded[0]["notes"])
+    for path, part in zip(parts, loaded):
+        names = sorted({r["case"] for r in part["rows"] if not r.get("published")}, key=order.index)
+        seeds = {r.get("seeds") for r in part["rows"] if r.get("seeds")}
+        bench.note(f"Part run {part['environment']['date']} (seeds {sorted(seeds)}): {'; '.join(names)}.")
+    _finalise(bench)
+    bench.save(out_dir)
+    print(bench.markdown())
+
+
+if __name__ == "__main__":  # python benchmarks/pde.py merge OUT_DIR part1.json part2.json ...
+    import sys
+
+    if sys.argv[1:2] == ["merge"]:
+        merge(sys.argv[2], sys.argv[3:])

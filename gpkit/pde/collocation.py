@@ -19,8 +19,6 @@ from torch import Tensor
 from ..operators.kronecker_grid import mode_product
 
 __all__ = ["KroneckerSumSolver", "newton_collocation"]
-import os
-_DEBUG = os.environ.get("GPKIT_DEBUG")
 
 
 class KroneckerSumSolver:
@@ -79,7 +77,7 @@ def newton_collocation(
     U0: Tensor,
     preconditioner: Callable[[Tensor], Callable[[Tensor], Tensor]],
     max_steps: int = 30,
-    tol: float = 1e-13,
+    tol: float = 1e-10,
     gmres_iter: int = 200,
 ) -> tuple[Tensor, dict]:
     r"""
@@ -90,7 +88,8 @@ def newton_collocation(
     :param U0: Start, shape ``(N_1, ..., N_D)``.
     :param preconditioner: ``preconditioner(U)`` returns an approximate inverse of the Jacobian of ``E`` at ``U``.
     :param max_steps: Newton steps at most.
-    :param tol: Stop when the largest equation is below ``tol`` (relative to its start, at least 1).
+    :param tol: Stop when the largest equation is below ``tol`` (relative to its start, at least 1), or once it
+        is below ``100 * tol`` and a full step no longer halves it (round-off reached).
     :param gmres_iter: GMRES iterations per step.
     :return: ``(U, info)`` with ``info = {"steps", "residual"}`` (the largest equation at the end).
     """
@@ -115,7 +114,9 @@ def newton_collocation(
             delta = 0.5 * delta
         else:
             break
+        stalled = E_trial.abs().max() > 0.5 * E.abs().max() and E.abs().max() <= 100 * stop
         U, E = trial, E_trial
         steps += 1
-        if _DEBUG: print('newton', steps, E.abs().max().item())
+        if stalled:
+            break
     return U, {"steps": steps, "residual": E.abs().max().item()}

@@ -389,20 +389,42 @@ class KroneckerPDESolver(torch.nn.Module):
         limit of minimising the joint over :math:`U`. Newton's method; each linear system is solved by GMRES
         preconditioned with the Kronecker-sum inverse of its constant-coefficient part (exact for linear PDEs
         with constant coefficients, e.g. Poisson and advection). Then :math:`\tau, v` take their closed-form
-        optima. Sets ``finish_info`` (Newton steps, final residual, the relative residual between grid points)
-        and warns when the solution is not resolved between grid points.
+        optima. ``gpkit.fit`` calls it after Adam (the ``finish`` hook).
+
+        Collocation with a kernel that does not resolve the solution can meet the grid equations with wrong
+        values between (and even at) the grid points, so the finish checks the relative PDE residual between
+        grid points (:meth:`midpoint_residual`, which uses no solution): when the collocation solution's is larger
+        than the current grid values', the current values are kept and a warning says so. Sets ``finish_info``
+        (Newton steps, final grid residual, ``midpoint_residual``, ``midpoint_residual_before`` and ``kept``:
+        ``"collocation"`` or ``"adam"``); also warns when the kept solution is not resolved between grid points.
 
         :param max_steps: Newton steps at most.
         :return: ``self``.
         """
+        before = self.midpoint_residual() if bool(self.W.any()) else math.inf
         U, info = self._collocation(max_steps)
+        W_before = self.W.detach().clone()
         chol = self.factorization()
         self.W.copy_(chol.whiten(U))
+        after = self.midpoint_residual()
+        info["midpoint_residual_before"] = before
+        if after > before:
+            self.W.copy_(W_before)
+            info["kept"] = "adam"
+            warnings.warn(
+                f"the collocation finish raised the PDE residual between grid points from {before:.2g} to "
+                f"{after:.2g} (relative): it was not applied, the Adam iterate is kept. The kernel does not resolve "
+                "the solution on this grid; use a finer grid or more Adam iterations.",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            info["kept"] = "collocation"
         r, b, _ = self._terms()
-        # closed-form precisions, floored so that an exact fit does not give infinite values
-        self.log_tau.fill_(-math.log(max(float(b.pow(2).mean()), 1e-20)))
-        self.log_v.fill_(-math.log(max(float(r.pow(2).mean()), 1e-20)))
-        info["midpoint_residual"] = self.midpoint_residual()
+        if info["kept"] == "collocation":  # closed-form precisions, floored so that an exact fit stays finite
+            self.log_tau.fill_(-math.log(max(float(b.pow(2).mean()), 1e-20)))
+            self.log_v.fill_(-math.log(max(float(r.pow(2).mean()), 1e-20)))
+        info["midpoint_residual"] = min(before, after)
         self.finish_info = info
         if info["midpoint_residual"] > 0.1:
             warnings.warn(

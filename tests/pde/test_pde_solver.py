@@ -3,6 +3,7 @@ dense Gaussian posterior, convergence and the learned spectrum on manufactured p
 
 import functools
 import math
+import warnings
 
 import pytest
 import torch
@@ -254,6 +255,29 @@ def test_finish_is_the_collocation_solution(dim):
     assert res < 1e-8
     torch.testing.assert_close(U[solver.boundary_mask], solver.boundary_values)
     assert solver.log_tau.item() > 10  # closed-form boundary precision of an exact boundary fit
+
+
+@pytest.mark.parametrize("kernel,n,kept", [("gm", 16, "adam"), ("se", 24, "collocation")])
+def test_finish_keeps_the_current_values_when_collocation_raises_the_midpoint_residual(kernel, n, kept):
+    """A kernel that does not resolve the solution can meet the grid equations with wrong values between grid
+    points; the finish compares the residual between grid points (no solution used) and keeps the better."""
+    problem = Poisson.from_solution(lambda X: torch.sin(6 * X[:, 0]), torch.tensor([[0.0], [1.0]]))
+    solver = KroneckerPDESolver(problem, n, num_components=3, max_frequency=1.0, kernel=kernel)
+    with torch.no_grad():  # start from the exact solution's grid values
+        exact = problem.solution(solver.grid_points.reshape(-1, 1)).reshape(solver.sizes)
+        solver.W.copy_(solver.factorization().whiten(exact / solver.u_scale))
+    W = solver.W.detach().clone()
+    before = solver.midpoint_residual()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        solver.finish()
+    assert solver.finish_info["kept"] == kept
+    assert solver.finish_info["midpoint_residual"] <= before
+    if kept == "adam":
+        assert torch.equal(solver.W, W)
+        assert any("not applied" in str(w.message) for w in caught)
+    else:
+        assert not torch.equal(solver.W, W) and solver.finish_info["midpoint_residual"] < before
 
 
 @pytest.mark.parametrize("dim", [1, 2])
