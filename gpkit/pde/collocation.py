@@ -88,10 +88,12 @@ def newton_collocation(
     :param U0: Start, shape ``(N_1, ..., N_D)``.
     :param preconditioner: ``preconditioner(U)`` returns an approximate inverse of the Jacobian of ``E`` at ``U``.
     :param max_steps: Newton steps at most.
-    :param tol: Stop when the largest equation is below ``tol`` (relative to its start, at least 1), or once it
-        is below ``100 * tol`` and a full step no longer halves it (round-off reached).
+    :param tol: Stop when the largest equation is below ``tol`` (relative to its start, at least 1), once it
+        is below ``100 * tol`` and a full step no longer halves it (round-off reached), or when a (damped) step
+        reduces the equations' norm by less than 10% (no convergence: ``info["converged"]`` is ``False``).
     :param gmres_iter: GMRES iterations per step.
-    :return: ``(U, info)`` with ``info = {"steps", "residual"}`` (the largest equation at the end).
+    :return: ``(U, info)`` with ``info = {"steps", "residual", "converged"}`` (the largest equation at the end;
+        whether it is below ``100 * tol``).
     """
     U = U0.clone()
     E = equations(U)
@@ -114,9 +116,11 @@ def newton_collocation(
             delta = 0.5 * delta
         else:
             break
-        stalled = E_trial.abs().max() > 0.5 * E.abs().max() and E.abs().max() <= 100 * stop
+        at_roundoff = E_trial.abs().max() > 0.5 * E.abs().max() and E.abs().max() <= 100 * stop
+        stalled = at_roundoff or E_trial.norm() > 0.9 * base  # a step that removes < 10%: Newton is not converging
         U, E = trial, E_trial
         steps += 1
         if stalled:
             break
-    return U, {"steps": steps, "residual": E.abs().max().item()}
+    residual = E.abs().max().item()
+    return U, {"steps": steps, "residual": residual, "converged": residual <= 100 * stop}

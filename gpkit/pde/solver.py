@@ -395,7 +395,8 @@ class KroneckerPDESolver(torch.nn.Module):
         values between (and even at) the grid points, so the finish checks the relative PDE residual between
         grid points (:meth:`midpoint_residual`, which uses no solution): when the collocation solution's is larger
         than the current grid values', the current values are kept and a warning says so. Sets ``finish_info``
-        (Newton steps, final grid residual, ``midpoint_residual``, ``midpoint_residual_before`` and ``kept``:
+        (Newton ``steps``, final grid ``residual``, ``converged``, ``midpoint_residual``, ``midpoint_residual_before``,
+        ``kept``:
         ``"collocation"`` or ``"adam"``); also warns when the kept solution is not resolved between grid points.
 
         :param max_steps: Newton steps at most.
