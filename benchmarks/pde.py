@@ -434,7 +434,7 @@ def _finalise(bench):
     bench.published("allencahn2d prod(sin z+0.1sin20z+cos100z)", "GP-HM reference", src, rel_l2=2.6e-3)
 
 
-def merge(out_dir, parts):
+def merge(out_dir, parts, notes=()):
     """Join part runs (``GPKIT_PDE_OUT``) into one result: rows in :func:`cases` order, the first part's notes,
     one line per part (its date and cases)."""
     import json
@@ -451,13 +451,16 @@ def merge(out_dir, parts):
         names = sorted({r["case"] for r in part["rows"] if not r.get("published")}, key=order.index)
         seeds = {r.get("seeds") for r in part["rows"] if r.get("seeds")}
         bench.note(f"Part run {part['environment']['date']} (seeds {sorted(seeds)}): {'; '.join(names)}.")
+    for text in notes:
+        bench.note(text)
     _finalise(bench)
     bench.save(out_dir)
     print(bench.markdown())
 
 
-if __name__ == "__main__":  # python benchmarks/pde.py merge OUT_DIR part1.json part2.json ...
+if __name__ == "__main__":  # python benchmarks/pde.py merge OUT_DIR part1.json part2.json ... ["a note" ...]
     import sys
 
-    if sys.argv[1:2] == ["merge"]:
-        merge(sys.argv[2], sys.argv[3:])
+    if sys.argv[1:2] == ["merge"]:  # notes: arguments that do not end in .json
+        args = sys.argv[3:]
+        merge(sys.argv[2], [a for a in args if a.endswith(".json")], [a for a in args if not a.endswith(".json")])
