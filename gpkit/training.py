@@ -4,7 +4,8 @@
 
 1. ``obj.batch_loss(index)`` and ``obj.num_data`` → minibatch Adam over shuffled index batches
    (variational models such as DKLGP and SWSGP; the loss is a per-datum negative ELBO estimate).
-2. ``obj.loss()`` → full-batch optimisation (Adam or L-BFGS), e.g. the Kronecker PDE solver.
+2. ``obj.loss()`` → full-batch optimisation (Adam or L-BFGS), then ``obj.finish()`` if it has one, e.g. the
+   Kronecker PDE solver (Adam on its joint, then its collocation finish).
 3. a GPyTorch ``ApproximateGP`` → minibatch negative ``VariationalELBO`` with ``num_data = n``.
 4. a GPyTorch ``ExactGP`` → BoTorch's ``fit_gpytorch_mll`` on the exact marginal log likelihood
    (L-BFGS-B to convergence); passing ``lr`` or ``optimizer`` selects gpkit's full-batch loop instead.
@@ -68,6 +69,8 @@ class FitHooks(Protocol):
       ``True`` after replacing parameters, so the optimizer is rebuilt.
     - ``should_stop(state: FitState) -> bool``: stop early.
     - ``sparse_parameters() -> list[Parameter]``: parameters with sparse gradients (``SparseAdam``).
+    - ``finish() -> None``: full-batch mode: called once after the optimizer loop ends without failure, before
+      ``eval()``; a finishing step the method needs (e.g. the PDE solver's collocation solve).
     """
 
     num_data: int
@@ -82,6 +85,8 @@ class FitHooks(Protocol):
     def should_stop(self, state: FitState) -> bool: ...
 
     def sparse_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def finish(self) -> None: ...
 
 
 def _hook(obj, name: str):
@@ -497,5 +502,8 @@ def _fullbatch_loop(obj, loss_fn: Callable[[], Tensor], module, options):
     finally:
         tracker.close()
     obj.fit_history = tracker.history
+    finish = _hook(obj, "finish")
+    if finish is not None:
+        finish()
     obj.eval()
     return obj

@@ -19,8 +19,6 @@ from torch import Tensor
 from ..operators.kronecker_grid import mode_product
 
 __all__ = ["KroneckerSumSolver", "newton_collocation"]
-import os
-_DEBUG = os.environ.get("GPKIT_DEBUG")
 
 
 class KroneckerSumSolver:
@@ -79,7 +77,7 @@ def newton_collocation(
     U0: Tensor,
     preconditioner: Callable[[Tensor], Callable[[Tensor], Tensor]],
     max_steps: int = 30,
-    tol: float = 1e-13,
+    tol: float = 1e-10,
     gmres_iter: int = 200,
 ) -> tuple[Tensor, dict]:
     r"""
@@ -90,9 +88,12 @@ def newton_collocation(
     :param U0: Start, shape ``(N_1, ..., N_D)``.
     :param preconditioner: ``preconditioner(U)`` returns an approximate inverse of the Jacobian of ``E`` at ``U``.
     :param max_steps: Newton steps at most.
-    :param tol: Stop when the largest equation is below ``tol`` (relative to its start, at least 1).
+    :param tol: Stop when the largest equation is below ``tol`` (relative to its start, at least 1), once it
+        is below ``100 * tol`` and a full step no longer halves it (round-off reached), or when a (damped) step
+        reduces the equations' norm by less than 10% (no convergence: ``info["converged"]`` is ``False``).
     :param gmres_iter: GMRES iterations per step.
-    :return: ``(U, info)`` with ``info = {"steps", "residual"}`` (the largest equation at the end).
+    :return: ``(U, info)`` with ``info = {"steps", "residual", "converged"}`` (the largest equation at the end;
+        whether it is below ``100 * tol``).
     """
     U = U0.clone()
     E = equations(U)
@@ -115,7 +116,11 @@ def newton_collocation(
             delta = 0.5 * delta
         else:
             break
+        at_roundoff = E_trial.abs().max() > 0.5 * E.abs().max() and E.abs().max() <= 100 * stop
+        stalled = at_roundoff or E_trial.norm() > 0.9 * base  # a step that removes < 10%: Newton is not converging
         U, E = trial, E_trial
         steps += 1
-        if _DEBUG: print('newton', steps, E.abs().max().item())
-    return U, {"steps": steps, "residual": E.abs().max().item()}
+        if stalled:
+            break
+    residual = E.abs().max().item()
+    return U, {"steps": steps, "residual": residual, "converged": residual <= 100 * stop}

@@ -45,8 +45,8 @@ class KroneckerPDESolver(torch.nn.Module):
 
     ``gpkit.fit(solver)`` runs the whole method: Adam on the joint (lr 1e-2, cosine schedule, 1000 iterations),
     then the residual-only finish :meth:`finish` (collocation with the learned kernel: the
-    :math:`\tau, v \to \infty` limit of the joint with the kernel fixed). The finish runs when the solver leaves
-    training mode (``fit`` ends with ``solver.eval()``).
+    :math:`\tau, v \to \infty` limit of the joint with the kernel fixed), which ``fit`` calls as the
+    ``finish`` hook of :class:`~gpkit.training.FitHooks` once Adam ends.
 
     Internally the box is mapped to :math:`[0, 1]^D` and ``U`` is stored in units of a solution scale, so the
     defaults behave the same on problems of any size; the kernels live on the unit box
@@ -152,7 +152,6 @@ class KroneckerPDESolver(torch.nn.Module):
         self.u_scale, self.r_scale = 1.0, 1.0
         self._set_scales()
         self._best = (math.inf, 0)
-        self._needs_finish = False
         self.finish_info: dict = {}
 
     @staticmethod
@@ -339,16 +338,6 @@ class KroneckerPDESolver(torch.nn.Module):
         return self.patience is not None and state.iteration - self._best[1] >= self.patience
 
     # ------------------------------------------------------------------------------------- finish
-    def train(self, mode: bool = True):
-        """Training mode; leaving it after training (``eval()``, which ``gpkit.fit`` calls last) runs :meth:`finish`."""
-        was_training = self.training
-        super().train(mode)
-        if mode:
-            self._needs_finish = True
-        elif was_training and getattr(self, "_needs_finish", False):
-            self.finish()
-        return self
-
     def _collocation(self, max_steps: int = 30) -> tuple[Tensor, dict]:
         """Newton collocation from the current grid values (solution units); returns ``(U, info)``."""
         problem, X, d, mask = self.problem, self.grid_points, self.problem.dim, self.boundary_mask
@@ -400,29 +389,51 @@ class KroneckerPDESolver(torch.nn.Module):
         limit of minimising the joint over :math:`U`. Newton's method; each linear system is solved by GMRES
         preconditioned with the Kronecker-sum inverse of its constant-coefficient part (exact for linear PDEs
         with constant coefficients, e.g. Poisson and advection). Then :math:`\tau, v` take their closed-form
-        optima. Sets ``finish_info`` (Newton steps, final residual, the relative residual between grid points)
-        and warns when the solution is not resolved between grid points.
+        optima. ``gpkit.fit`` calls it after Adam (the ``finish`` hook).
+
+        Collocation with a kernel that does not resolve the solution can meet the grid equations with wrong
+        values between (and even at) the grid points, so the finish checks the relative PDE residual between
+        grid points (:meth:`midpoint_residual`, which uses no solution): when the collocation solution's is larger
+        than the current grid values', the current values are kept and a warning says so. Sets ``finish_info``
+        (Newton ``steps``, final grid ``residual``, ``converged``, ``midpoint_residual``, ``midpoint_residual_before``,
+        ``kept``:
+        ``"collocation"`` or ``"adam"``); also warns when the kept solution is not resolved between grid points.
 
         :param max_steps: Newton steps at most.
         :return: ``self``.
         """
+        before = self.midpoint_residual() if bool(self.W.any()) else math.inf
         U, info = self._collocation(max_steps)
+        W_before = self.W.detach().clone()
         chol = self.factorization()
         self.W.copy_(chol.whiten(U))
+        after = self.midpoint_residual()
+        info["midpoint_residual_before"] = before
+        if after > before:
+            self.W.copy_(W_before)
+            info["kept"] = "adam"
+            warnings.warn(
+                f"the collocation finish raised the PDE residual between grid points from {before:.2g} to "
+                f"{after:.2g} (relative): it was not applied, the Adam iterate is kept. The kernel does not resolve "
+                "the solution on this grid; use a finer grid or more Adam iterations.",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            info["kept"] = "collocation"
         r, b, _ = self._terms()
-        # closed-form precisions, floored so that an exact fit does not give infinite values
-        self.log_tau.fill_(-math.log(max(float(b.pow(2).mean()), 1e-20)))
-        self.log_v.fill_(-math.log(max(float(r.pow(2).mean()), 1e-20)))
-        info["midpoint_residual"] = self.midpoint_residual()
+        if info["kept"] == "collocation":  # closed-form precisions, floored so that an exact fit stays finite
+            self.log_tau.fill_(-math.log(max(float(b.pow(2).mean()), 1e-20)))
+            self.log_v.fill_(-math.log(max(float(r.pow(2).mean()), 1e-20)))
+        info["midpoint_residual"] = min(before, after)
         self.finish_info = info
-        self._needs_finish = False
         if info["midpoint_residual"] > 0.1:
             warnings.warn(
                 f"the PDE residual between grid points is {info['midpoint_residual']:.2g} (relative) after the "
                 "collocation finish: the grid or the kernel does not resolve the solution; use a finer grid, a "
                 "higher max_frequency or more Adam iterations.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return self
 

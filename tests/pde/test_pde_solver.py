@@ -3,6 +3,7 @@ dense Gaussian posterior, convergence and the learned spectrum on manufactured p
 
 import functools
 import math
+import warnings
 
 import pytest
 import torch
@@ -256,6 +257,29 @@ def test_finish_is_the_collocation_solution(dim):
     assert solver.log_tau.item() > 10  # closed-form boundary precision of an exact boundary fit
 
 
+@pytest.mark.parametrize("kernel,n,kept", [("gm", 16, "adam"), ("se", 24, "collocation")])
+def test_finish_keeps_the_current_values_when_collocation_raises_the_midpoint_residual(kernel, n, kept):
+    """A kernel that does not resolve the solution can meet the grid equations with wrong values between grid
+    points; the finish compares the residual between grid points (no solution used) and keeps the better."""
+    problem = Poisson.from_solution(lambda X: torch.sin(6 * X[:, 0]), torch.tensor([[0.0], [1.0]]))
+    solver = KroneckerPDESolver(problem, n, num_components=3, max_frequency=1.0, kernel=kernel)
+    with torch.no_grad():  # start from the exact solution's grid values
+        exact = problem.solution(solver.grid_points.reshape(-1, 1)).reshape(solver.sizes)
+        solver.W.copy_(solver.factorization().whiten(exact / solver.u_scale))
+    W = solver.W.detach().clone()
+    before = solver.midpoint_residual()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        solver.finish()
+    assert solver.finish_info["kept"] == kept
+    assert solver.finish_info["midpoint_residual"] <= before
+    if kept == "adam":
+        assert torch.equal(solver.W, W)
+        assert any("not applied" in str(w.message) for w in caught)
+    else:
+        assert not torch.equal(solver.W, W) and solver.finish_info["midpoint_residual"] < before
+
+
 @pytest.mark.parametrize("dim", [1, 2])
 def test_newton_collocation_for_allen_cahn(dim):
     bounds = torch.tensor([[0.0] * dim, [1.0] * dim])
@@ -267,13 +291,27 @@ def test_newton_collocation_for_allen_cahn(dim):
 
 
 def test_fit_runs_the_finish_once():
+    """The finish is fit's ``finish`` hook: after Adam, once; switching modes does not run it."""
     solver = KroneckerPDESolver(_readme_problem(), 24, num_components=3, max_frequency=2.0)
-    solver.eval()  # not after training: no finish
+    solver.train()
+    solver.eval()
     assert solver.finish_info == {}
+    calls = []
+    finish = solver.finish
+    solver.finish = lambda: calls.append(len(solver.fit_history)) or finish()
     gpkit.fit(solver, max_iter=5, progress=False)
+    assert calls == [5] and not solver.training
     assert solver.finish_info["steps"] >= 1
     res, _ = _interior_residual(solver)
     assert res < 1e-8
+
+
+@pytest.mark.parametrize("option", [{"epochs": 5}, {"batch_size": 10}, {"min_steps": 3}, {"train_X": None}])
+def test_fit_rejects_options_a_full_batch_solver_cannot_use(option):
+    solver = KroneckerPDESolver(_readme_problem(), 16, num_components=3, max_frequency=1.0)
+    with pytest.raises(TypeError, match=f"{next(iter(option))}.*cannot be used with KroneckerPDESolver"):
+        gpkit.fit(solver, **option)
+    assert solver.finish_info == {}
 
 
 def test_posterior_std_matches_the_dense_gaussian_posterior():
