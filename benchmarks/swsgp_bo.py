@@ -36,12 +36,13 @@ def main(bench) -> None:
         (problem, "qLogEI", q) for q in qs for problem in ("branin", "hartmann6")]
     for problem, acqf, q in cases:
         case = f"{problem} {acqf} q={q}"
-        for method in ("SingleTaskGP", "SWSGP"):
-            res = []
-            for seed in range(seeds):
+        results = {"SingleTaskGP": [], "SWSGP": []}
+        for seed in range(seeds):  # methods interleaved per seed, so load changes on the machine hit both alike
+            for method, res in results.items():
                 res.append(bo._loop(problem, method, acqf, q, seed, steps))
                 print(f"[swsgp_bo] {case} {method} seed {seed}: regret {res[-1]['regret']:.4g}, "
                       f"{res[-1]['sec_per_step']:.2f} s/step", file=sys.stderr, flush=True)
+        for method, res in results.items():
             regrets = [r["regret"] for r in res]
             crashes = [r["crash"] for r in res if r["crash"]]
             times = [r["sec_per_step"] for r in res if not math.isnan(r["sec_per_step"])]
