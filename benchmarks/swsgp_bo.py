@@ -4,7 +4,8 @@ Runs exactly ``benchmarks/bo.py``'s loop (``_loop``: 20 scrambled-Sobol points i
 rounds of the acquisition optimised by ``optimize_acqf`` with 4 restarts and 64 raw samples, every model refit
 from scratch each round with its defaults: SingleTaskGP + ``fit_gpytorch_mll``; ``gpkit.fit(SWSGP(X, Y))``)
 for the cases that fit the machine's budget: qLogEI at q = 1 (20 -> 40 points) and q = 4 (20 -> 100 points).
-Seeds: ``GPKIT_BO_SEEDS`` (default 10; 1 in quick mode); ``GPKIT_BO_Q`` picks the q values (default ``1,4``).
+Seeds: ``GPKIT_BO_SEEDS`` (default 10; 1 in quick mode); ``GPKIT_BO_Q`` picks the q values (default ``1,4``) and ``GPKIT_BO_PROBLEMS`` the problems (default
+``branin,hartmann6``).
 
 Metrics: final simple regret (f* - best observed; mean, population std and the per-seed values), seconds per
 BO step (fit + acquisition optimisation; median over steps, then over seeds), crashes, warnings.
@@ -33,7 +34,7 @@ def main(bench) -> None:
     steps = 2 if bench.quick else 20
     qs = [int(q) for q in os.environ.get("GPKIT_BO_Q", "1,4").split(",")]
     cases = [("branin", "qLogEI", 1)] if bench.quick else [
-        (problem, "qLogEI", q) for q in qs for problem in ("branin", "hartmann6")]
+        (problem, "qLogEI", q) for q in qs for problem in os.environ.get("GPKIT_BO_PROBLEMS", "branin,hartmann6").split(",")]
     for problem, acqf, q in cases:
         case = f"{problem} {acqf} q={q}"
         results = {"SingleTaskGP": [], "SWSGP": []}

@@ -22,7 +22,8 @@ Construction, in a subclass's ``__init__``::
   wider one, detaches ``requires_grad`` inputs, and raises ``TypeError`` naming ``likelihood`` /
   ``covar_module`` when they are not GPyTorch modules (e.g. strings).
 - ``likelihood=None`` gives :func:`default_likelihood`: a ``GaussianLikelihood`` with SingleTaskGP's
-  ``LogNormal(-4, 1)`` noise prior, starting at its mode.
+  ``LogNormal(-4, 1)`` noise prior, starting at its mode. :func:`default_bo_kernel` is SingleTaskGP's kernel
+  (for a model's small-data defaults).
 - Scale: ``outcome_transform`` defaults to ``Standardize(m=1, min_stdv=1e-30)`` for Gaussian likelihoods (as
   ``SingleTaskGP``), so targets of any scale (1e-8, 1e6) predict well; pass ``None`` to switch it off.
   Non-Gaussian likelihoods default to none. Inputs are not rescaled; if a column spans less than 1e-3 or

@@ -47,16 +47,19 @@ class SWSGP(VariationalGPModel):
     0.22 from the prior mean, -0.12 from the data; the same start does not change a small SVGP).
 
     Small data (the BO regime): when :math:`M \le` ``exact_size`` (default 128) and ``num_neighbors`` is not
-    given, every input uses all :math:`M` inducing points (:math:`H = M`, one shared conditional), which with the
-    default inducing points (the distinct training inputs) is the exact GP. With a Gaussian likelihood the
-    default kernel is then SingleTaskGP's (RBF with BoTorch's dimension-scaled lengthscale prior), and
-    :func:`gpkit.fit` sets :math:`q(\mathbf u)` to its closed-form optimum after every step
-    (:meth:`set_optimal_variational_distribution`), so Adam (lr 0.1, 100 to 400 full-batch steps, converging)
-    follows the collapsed bound, here the exact marginal likelihood. The per-step cost is one
-    :math:`M \times M` Cholesky. Above ``exact_size`` nothing changes: :math:`H` nearest neighbours, minibatches.
+    given, every input uses all :math:`M` inducing points (:math:`H = M`, one shared conditional) and the
+    inducing points stay at the distinct training inputs: the exact GP. With a Gaussian likelihood the default
+    kernel is then SingleTaskGP's (:func:`~gpkit.models.base.default_bo_kernel`), the full-batch loss is the
+    collapsed bound (:meth:`collapsed_bound`: the ELBO at the closed-form optimal :math:`q`, here the exact
+    marginal likelihood) plus the priors, and :func:`gpkit.fit` minimises it with L-BFGS over the
+    hyperparameters, setting :math:`q(\mathbf u)` to its optimum after each iteration
+    (:meth:`set_optimal_variational_distribution`). Cost per evaluation: :math:`O(n M^2)`. This matches
+    SingleTaskGP + ``fit_gpytorch_mll`` (same hyperparameters, ``gpkit bench swsgp_bo``). Above
+    ``exact_size``, or with an explicit ``num_neighbors``, nothing changes: :math:`H` nearest neighbours,
+    minibatch Adam.
 
     Predictions: :meth:`posterior` of a ``b x q x d`` batch is a joint Gaussian over each q-batch, conditioned
-    on the union of the q inputs' neighbour sets (when :math:`qH \le` ``max_joint_inducing`` = 1024 of the
+    on the union of the q inputs' neighbour sets (when :math:`qH \le` ``max_joint_inducing`` = 4096 of the
     strategy; larger batches, e.g. a test set, get exact per-input marginals). The posterior mean is only
     piecewise smooth: it jumps where an input's nearest-inducing set changes.
 
