@@ -190,7 +190,7 @@ class SWSGP(VariationalGPModel):
         if not isinstance(self.likelihood, _GaussianLikelihoodBase):
             raise ValueError("the closed-form q needs a Gaussian likelihood")
         X, y = self._train_X, self.train_targets
-        prior = self.forward(torch.cat([strategy.inducing_points.detach(), X]))
+        prior = self.forward(torch.cat([strategy.inducing_points, X]))  # Z gets gradients when learned
         lazy, mu = prior.lazy_covariance_matrix, prior.mean
         jitter = strategy.jitter_val or gpytorch.settings.variational_cholesky_jitter.value(X.dtype)
         eye = torch.eye(m, dtype=X.dtype, device=X.device)

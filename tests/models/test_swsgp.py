@@ -365,3 +365,16 @@ def test_default_fit_at_bo_sizes_matches_single_task_gp(n):
     scale = Y.std()
     assert (post.mean - post_ref.mean).abs().max() < 0.01 * scale
     assert (post.variance.sqrt() - post_ref.variance.sqrt()).abs().max() < 0.01 * scale
+
+
+def test_small_data_fit_learns_given_inducing_points_through_the_collapsed_bound():
+    X, Y = _bo_data(n=40)
+    Z = torch.rand(8, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model = SWSGP(X, Y, inducing_points=Z)  # M = 8 <= exact_size: H = M, Z learned (not the training inputs)
+    assert model.variational_strategy.num_neighbors == 8 and model.variational_strategy.learn_inducing_locations
+    gpkit.fit(model, progress=False)
+    assert not torch.allclose(model.variational_strategy.inducing_points, Z)
+    # q was left at its optimum for the final hyperparameters: the ELBO (no priors) is the collapsed bound
+    model.train()
+    elbo = model.likelihood.expected_log_prob(model.train_targets, model(X)).sum() - model.variational_strategy.kl_divergence()
+    assert torch.allclose(elbo, model.collapsed_bound(), rtol=1e-8)
