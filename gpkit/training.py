@@ -117,7 +117,8 @@ def fit(obj, **options):
     :param min_steps: the least number of optimizer steps in the default (converging) minibatch mode.
     :param lr: learning rate.
     :param batch_size: minibatch size (minibatch mode).
-    :param optimizer: ``"adam"`` or ``"lbfgs"`` (L-BFGS only in full-batch mode).
+    :param optimizer: ``"adam"`` or ``"lbfgs"`` (L-BFGS only in full-batch mode, or in minibatch mode when one
+        batch holds all the data).
     :param schedule: ``None`` or ``"cosine"`` (decays the learning rate to lr/100 over the run).
     :param betas: Adam's ``(beta1, beta2)`` (default ``(0.9, 0.999)``); a smaller beta2 adapts faster when
         early gradients are huge.
@@ -408,11 +409,11 @@ class _Tracker:
 
 def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, module, options):
     opts = _resolve(obj, options, "minibatch")
-    if opts["optimizer"] != "adam":
-        raise ValueError("optimizer='lbfgs' needs full-batch training; minibatch training uses 'adam'")
     if num_data < 1:
         raise ValueError("fit() got no training data (num_data = 0)")
     batch_size = min(opts["batch_size"], num_data)
+    if opts["optimizer"] != "adam" and batch_size < num_data:
+        raise ValueError("optimizer='lbfgs' needs full-batch training (batch_size >= the data); minibatches use 'adam'")
     batches_per_epoch = math.ceil(num_data / batch_size)
     epochs = opts["epochs"]
     if "epochs" in options:  # an explicit epoch count: exactly that many (or max_iter steps)
@@ -447,11 +448,15 @@ def _minibatch_loop(obj, batch_loss: Callable[[Tensor], Tensor], num_data: int, 
             permutation = torch.randperm(num_data, generator=generator).to(device)
             total = 0.0
             for index in _dist.shard(permutation, batch_size):  # [distributed] this rank's share of each batch
-                optimizer.zero_grad(set_to_none=True)
-                loss = tracker.loss(lambda index=index: batch_loss(index), f"epoch {epoch}, step {step + 1}")
-                loss.backward()
-                _dist.average_gradients(obj, module)  # [distributed] mean gradient over ranks
-                optimizer.step()
+
+                def closure(index=index):  # L-BFGS calls it several times per step
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = tracker.loss(lambda: batch_loss(index), f"epoch {epoch}, step {step + 1}")  # noqa: B023
+                    loss.backward()
+                    _dist.average_gradients(obj, module)  # [distributed] mean gradient over ranks
+                    return loss
+
+                loss = optimizer.step(closure)
                 total += loss.item() * index.numel()
                 step += 1
                 if step >= max_steps:

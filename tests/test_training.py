@@ -321,3 +321,12 @@ def test_default_fit_at_small_n_matches_single_task_gp_noise():
     Xt = torch.rand(200, 2, generator=torch.Generator().manual_seed(9), dtype=X.dtype)
     gap = (model.posterior(Xt).mean - reference.posterior(Xt).mean).pow(2).mean().sqrt()
     assert gap < 0.1 * Y.std()  # the same predictions as the exact GP
+
+
+def test_lbfgs_in_minibatch_mode_needs_one_batch_of_all_data():
+    y = torch.randn(50, dtype=torch.float64) + 2.0
+    obj = gpkit.fit(MeanOfData(y), optimizer="lbfgs", lr=1.0, batch_size=50, max_iter=10)
+    assert abs(obj.theta.item() - y.mean().item()) < 1e-6  # a quadratic: L-BFGS lands on the minimiser
+    assert obj.epochs_seen == list(range(1, len(obj.fit_history) + 1))
+    with pytest.raises(ValueError, match="full-batch"):
+        gpkit.fit(MeanOfData(y), optimizer="lbfgs", batch_size=10)

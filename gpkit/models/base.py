@@ -22,7 +22,8 @@ Construction, in a subclass's ``__init__``::
   wider one, detaches ``requires_grad`` inputs, and raises ``TypeError`` naming ``likelihood`` /
   ``covar_module`` when they are not GPyTorch modules (e.g. strings).
 - ``likelihood=None`` gives :func:`default_likelihood`: a ``GaussianLikelihood`` with SingleTaskGP's
-  ``LogNormal(-4, 1)`` noise prior, starting at its mode.
+  ``LogNormal(-4, 1)`` noise prior, starting at its mode. :func:`default_bo_kernel` is SingleTaskGP's kernel
+  (for a model's small-data defaults).
 - Scale: ``outcome_transform`` defaults to ``Standardize(m=1, min_stdv=1e-30)`` for Gaussian likelihoods (as
   ``SingleTaskGP``), so targets of any scale (1e-8, 1e6) predict well; pass ``None`` to switch it off.
   Non-Gaussian likelihoods default to none. Inputs are not rescaled; if a column spans less than 1e-3 or
@@ -47,6 +48,7 @@ Construction, in a subclass's ``__init__``::
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +75,7 @@ from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-__all__ = ["ConditionedVariationalGP", "TrainingData", "VariationalGPModel", "default_likelihood"]
+__all__ = ["ConditionedVariationalGP", "TrainingData", "VariationalGPModel", "default_bo_kernel", "default_likelihood"]
 
 
 @dataclass
@@ -425,6 +427,19 @@ def default_likelihood() -> GaussianLikelihood:
     """
     prior = LogNormalPrior(loc=-4.0, scale=1.0)
     return GaussianLikelihood(noise_prior=prior, noise_constraint=GreaterThan(1e-4, initial_value=prior.mode))
+
+
+def default_bo_kernel(d: int) -> gpytorch.kernels.RBFKernel:
+    """SingleTaskGP's default kernel for small data: an RBF kernel with BoTorch's dimension-scaled lengthscale
+    prior ``LogNormal(sqrt(2) + log(d) / 2, sqrt(3))`` (Hvarfner et al., 2024), starting at its mode and kept
+    above 0.025, but with GPyTorch's softplus constraint transform (BoTorch's has none, which only L-BFGS-B's
+    bounds keep feasible; Adam needs the transform).
+
+    :param d: input dimension (one lengthscale per dimension).
+    """
+    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(d), scale=math.sqrt(3))
+    constraint = GreaterThan(2.5e-2, initial_value=prior.mode)
+    return gpytorch.kernels.RBFKernel(ard_num_dims=d, lengthscale_prior=prior, lengthscale_constraint=constraint)
 
 
 def _warn_scale(X: Tensor) -> None:

@@ -156,14 +156,16 @@ class NearestInducingVariationalStrategy(_VariationalStrategy):
         r""":math:`q(\mathbf f)` at ``x`` (``(..., n, d)``); see the class docstring for ``joint``."""
         if x.size(-1) != inducing_points.size(-1):
             raise ValueError(f"x has {x.size(-1)} features, the inducing points {inducing_points.size(-1)}")
-        if neighbor_index is None:
-            neighbor_index = self.neighbors(x)
-        elif neighbor_index.shape != (*x.shape[:-1], self.num_neighbors):
+        if neighbor_index is not None and neighbor_index.shape != (*x.shape[:-1], self.num_neighbors):
             raise ValueError(f"neighbor_index must have shape {(*x.shape[:-1], self.num_neighbors)}")
         n = x.size(-2)
         marginal = self.training or n == 1 or joint is False
         if joint is None and n * self.num_neighbors > self.max_joint_inducing:
             marginal = True
+        if self.num_neighbors == self.num_inducing:
+            return self._shared(x, marginal)
+        if neighbor_index is None:
+            neighbor_index = self.neighbors(x)
         if marginal:
             # one active set per input: shape (..., n, 1, d) against (..., n, H)
             mean, covar, kl = self._conditional(x.unsqueeze(-2), neighbor_index, None, with_kl=self.training)
@@ -180,8 +182,26 @@ class NearestInducingVariationalStrategy(_VariationalStrategy):
         mean, covar, _ = self._conditional(x, index, mask, with_kl=False)
         return MultivariateNormal(mean, DenseLinearOperator(covar))  # lazy: no Cholesky of a maybe-singular q x q
 
-    def _conditional(self, x: Tensor, index: Tensor, mask: Tensor | None, with_kl: bool):
-        """Joint q(f) of inputs ``x`` (..., q, d) given active sets ``index`` (..., S) sorted ascending."""
+    def _shared(self, x: Tensor, marginal: bool) -> MultivariateNormal:
+        """``H = M``: every input's active set is all inducing points, so one conditional serves all inputs
+        (one :math:`M \\times M` Cholesky instead of one per input; the same values)."""
+        m = self.num_inducing
+        if not marginal and m > self.max_joint_inducing:
+            raise ValueError(
+                f"a joint posterior conditions on all {m} inducing points, more than max_joint_inducing="
+                f"{self.max_joint_inducing}; evaluate smaller q-batches, or X.unsqueeze(-2) for marginals"
+            )
+        index = torch.arange(m, device=x.device).expand(*x.shape[:-2], m).contiguous()
+        mean, covar, kl = self._conditional(x, index, None, with_kl=self.training, diag=marginal)
+        if self.training:
+            add_to_cache(self, "kl_divergence_memo", kl)  # every input has the same KL term
+        if marginal:
+            return MultivariateNormal(mean, DiagLinearOperator(covar))
+        return MultivariateNormal(mean, DenseLinearOperator(covar))
+
+    def _conditional(self, x: Tensor, index: Tensor, mask: Tensor | None, with_kl: bool, diag: bool = False):
+        """Joint q(f) of inputs ``x`` (..., q, d) given active sets ``index`` (..., S) sorted ascending; with
+        ``diag`` only the marginal variances (..., q) (nothing q x q is formed)."""
         s = index.size(-1)
         sparse = self.sparse_grad and self.learn_inducing_locations
         z = gather_rows(self.inducing_points, index, sparse)  # shape: (..., S, d)
@@ -189,12 +209,14 @@ class NearestInducingVariationalStrategy(_VariationalStrategy):
         full = torch.cat([z.expand(*batch, *z.shape[-2:]), x.expand(*batch, *x.shape[-2:])], dim=-2)
         prior = self.model.forward(full)
         mu = prior.mean  # shape: (..., S + q)
-        k = prior.lazy_covariance_matrix.to_dense()  # shape: (..., S + q, S + q)
-        k_aa, k_ax, k_xx = k[..., :s, :s], k[..., :s, s:], k[..., s:, s:]
+        lazy = prior.lazy_covariance_matrix
+        k_aa, k_ax = lazy[..., :s, :s].to_dense(), lazy[..., :s, s:].to_dense()
+        k_xx = lazy[..., s:, s:]
+        k_xx = k_xx.diagonal(dim1=-2, dim2=-1) if diag else k_xx.to_dense()  # shape: (..., q) or (..., q, q)
         m_a, factor = self._variational_distribution.local(index, mask)  # shapes: (..., S), (..., S, S)
         diff = m_a - mu[..., :s]
-        jitter = self.jitter_val or settings.variational_cholesky_jitter.value(k.dtype)
-        eye = torch.eye(s, dtype=k.dtype, device=k.device)
+        jitter = self.jitter_val or settings.variational_cholesky_jitter.value(k_aa.dtype)
+        eye = torch.eye(s, dtype=k_aa.dtype, device=k_aa.device)
         if mask is not None:
             both = mask.unsqueeze(-1) & mask.unsqueeze(-2)
             k_aa = torch.where(both, k_aa, eye)
@@ -209,7 +231,9 @@ class NearestInducingVariationalStrategy(_VariationalStrategy):
         alpha = torch.linalg.solve_triangular(chol.mT, w, upper=True)  # K_AA^-1 K_Ax
         mean = mu[..., s:] + (alpha * diff.unsqueeze(-1)).sum(-2)  # shape: (..., q)
         la = factor.mT @ alpha  # shape: (..., S, q)
-        if q == 1:
+        if diag:
+            covar = (k_xx - w.pow(2).sum(-2)).clamp_min(0) + la.pow(2).sum(-2)
+        elif q == 1:
             covar = (k_xx - w.pow(2).sum(-2, keepdim=True)).clamp_min(0) + la.pow(2).sum(-2, keepdim=True)
         else:
             covar = k_xx - w.mT @ w + la.mT @ la

@@ -288,3 +288,93 @@ def test_fit_gpytorch_mll_on_the_elbo():
     fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 30}})
     assert model.likelihood.noise.item() != before and not model.training
     assert torch.isfinite(model.posterior(X[:4]).mean).all()
+
+
+# ------------------------------------------------------------------------------------------ small data (BO)
+def _bo_data(n=30, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g, dtype=torch.float64)
+    Y = torch.sin(5 * X[:, :1]) + X[:, 1:2] ** 2 + 0.01 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return X, Y
+
+
+def test_small_data_regime_uses_all_inducing_points_and_large_data_does_not():
+    X, Y = _bo_data()
+    model = SWSGP(X, Y)
+    vs = model.variational_strategy
+    assert vs.num_inducing == 30 and vs.num_neighbors == 30 and not vs.learn_inducing_locations
+    assert isinstance(model.covar_module, gpytorch.kernels.RBFKernel)
+    assert model.fit_defaults["optimizer"] == "lbfgs"
+    explicit = SWSGP(X, Y, num_neighbors=8)  # an explicit H is kept: the nearest-neighbour method
+    assert explicit.variational_strategy.num_neighbors == 8 and "optimizer" not in explicit.fit_defaults
+    X, Y, _ = _data(n=400)
+    big = SWSGP(X, Y, num_inducing=200)  # M > exact_size: unchanged
+    vs = big.variational_strategy
+    assert vs.num_neighbors == 50 and vs.learn_inducing_locations
+    assert isinstance(big.covar_module, gpytorch.kernels.ScaleKernel) and "optimizer" not in big.fit_defaults
+
+
+def test_collapsed_bound_is_the_elbo_at_the_optimal_q():
+    X, Y = _bo_data(n=40)
+    Z = torch.rand(15, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model = SWSGP(X, Y, inducing_points=Z, num_neighbors=15)  # H = M, Z != X: Titsias's bound, not the exact one
+    with torch.no_grad():
+        model.covar_module.base_kernel.lengthscale = torch.tensor([[0.4, 0.6, 0.8]])
+        model.likelihood.noise = 0.03
+    model.set_optimal_variational_distribution()
+    model.train()
+    y, lik, vs = model.train_targets, model.likelihood, model.variational_strategy
+
+    def elbo():
+        return float((lik.expected_log_prob(y, model(X)).sum() - vs.kl_divergence()).detach())
+
+    best = elbo()
+    assert abs(best - float(model.collapsed_bound())) < 1e-8 * abs(best)
+    q = vs.local_distribution
+    start = q.local_rows.detach().clone()
+    for seed in range(3):  # any other q is worse
+        with torch.no_grad():
+            q.local_rows.copy_(start + 1e-3 * torch.randn(start.shape, generator=torch.Generator().manual_seed(seed)))
+        assert elbo() < best
+    # Titsias's bound from its textbook form
+    K = model.covar_module(Z).to_dense() + gpytorch.settings.variational_cholesky_jitter.value(torch.float64) * torch.eye(15)
+    Kzx = model.covar_module(Z, X).to_dense()
+    Qff = Kzx.T @ torch.linalg.solve(K, Kzx)
+    mu = model.mean_module.constant.detach()
+    lml = torch.distributions.MultivariateNormal(mu.expand(40), Qff + 0.03 * torch.eye(40)).log_prob(y)
+    trace = (model.covar_module(X, diag=True) - Qff.diagonal()).sum() / 0.03
+    assert torch.allclose(model.collapsed_bound(), lml - 0.5 * trace, rtol=1e-8)
+
+
+@pytest.mark.accuracy
+@pytest.mark.parametrize("n", [20, 60])
+def test_default_fit_at_bo_sizes_matches_single_task_gp(n):
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+
+    X, Y = _bo_data(n=n)
+    ref = SingleTaskGP(X, Y)
+    fit_gpytorch_mll(gpytorch.mlls.ExactMarginalLogLikelihood(ref.likelihood, ref))
+    model = gpkit.fit(SWSGP(X, Y), progress=False)
+    assert len(model.fit_history) < 200  # converged, not stopped by the cap
+    # the same model as SingleTaskGP's (exact GP, its kernel and priors), fitted to the same MAP
+    assert torch.allclose(model.likelihood.noise, ref.likelihood.noise, rtol=0.05)
+    assert torch.allclose(model.covar_module.lengthscale, ref.covar_module.lengthscale, rtol=0.05)
+    Xt = torch.rand(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    post, post_ref = model.posterior(Xt.unsqueeze(-2)), ref.posterior(Xt.unsqueeze(-2))
+    scale = Y.std()
+    assert (post.mean - post_ref.mean).abs().max() < 0.01 * scale
+    assert (post.variance.sqrt() - post_ref.variance.sqrt()).abs().max() < 0.01 * scale
+
+
+def test_small_data_fit_learns_given_inducing_points_through_the_collapsed_bound():
+    X, Y = _bo_data(n=40)
+    Z = torch.rand(8, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model = SWSGP(X, Y, inducing_points=Z)  # M = 8 <= exact_size: H = M, Z learned (not the training inputs)
+    assert model.variational_strategy.num_neighbors == 8 and model.variational_strategy.learn_inducing_locations
+    gpkit.fit(model, progress=False)
+    assert not torch.allclose(model.variational_strategy.inducing_points, Z)
+    # q was left at its optimum for the final hyperparameters: the ELBO (no priors) is the collapsed bound
+    model.train()
+    elbo = model.likelihood.expected_log_prob(model.train_targets, model(X)).sum() - model.variational_strategy.kl_divergence()
+    assert torch.allclose(elbo, model.collapsed_bound(), rtol=1e-8)
