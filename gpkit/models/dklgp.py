@@ -125,7 +125,9 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         exact and (Gaussian likelihood) the optimal ``q`` is the exact posterior: at small ``n`` (BO loops)
         DKLGP is the exact GP, and :func:`gpkit.fit` refreshes ``q`` after every step, so it maximises the
         exact marginal likelihood. ``None`` or 0: always sparse.
-    :param nugget: added to the kernel diagonal (the strategy's ``jitter_val``).
+    :param nugget: added to the kernel diagonal (the strategy's ``jitter_val``); ``None``: 1e-4, except for
+        the full pattern in float64, where it is 1e-6 (SingleTaskGP adds none, and 1e-4 would double the
+        effective noise of noiseless objectives, whose learned noise sits at its 1e-4 floor).
     :param init: ``"newton"`` (Newton steps for ``nu``, ``V = IC0(U U^T + W)``) or ``"prior"``
         (``V = U``, ``nu = mu``).
     :param reorder_epoch: after this epoch (epochs count from 1) the inputs are re-ordered with the learned
@@ -154,7 +156,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         ancestor_size: int | str | None = "auto",
         exact_size: int | None = 128,
         diagonal: bool = False,
-        nugget: float = 1e-4,
+        nugget: float | None = None,
         init: str = "newton",
         reorder_epoch: int | None = 5,
         refresh_epochs: int | None = 30,
@@ -181,7 +183,7 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
             raise ValueError(f"init must be 'newton' or 'prior', got {init!r}")
         _check_option(reorder_epoch, "reorder_epoch", int, low=1, allow_none=True)
         _check_option(refresh_epochs, "refresh_epochs", int, low=0, allow_none=True)
-        _check_option(nugget, "nugget", int | float, low=0)
+        _check_option(nugget, "nugget", int | float, low=0, allow_none=True)
         if mean_module is not None and not isinstance(mean_module, gpytorch.means.Mean):
             raise TypeError(f"mean_module must be a gpytorch Mean, got {type(mean_module).__name__}")
         latent_X, obs_Y, obs_mask = _merge_repeats(train_X, train_Y)
@@ -189,6 +191,9 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         if covar_module is None:
             covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=1.5, ard_num_dims=d))
         covar_module = covar_module.to(train_X)
+        if nugget is None:
+            full = bool(exact_size) and n <= exact_size
+            nugget = 1e-6 if full and train_X.dtype == torch.float64 else 1e-4
         self.init, self.reorder_epoch, self.refresh_epochs = init, reorder_epoch, refresh_epochs
         q = SparseCholeskyVariationalDistribution(n, diagonal=diagonal, sparse_grad=sparse_grad).to(train_X)
         strategy = DKLVariationalStrategy(
