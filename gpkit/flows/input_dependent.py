@@ -80,12 +80,20 @@ class InputDependentFlow(nn.Module):
     def num_flows(self) -> int:
         return self.flow.num_flows
 
-    def raw(self, x: Tensor) -> Tensor:
-        """Raw flow parameters at ``x`` (``(..., n, d)``): shape ``(..., n, num_flows, P)``."""
+    def offset(self, x: Tensor) -> Tensor:
+        """The network's output :math:`\mathrm{NN}(x)` at ``x`` (``(..., n, d)``): shape ``(..., n, num_flows, P)``,
+        laid out so that each parameter's ``(..., n, num_flows)`` slice is contiguous."""
         if x.size(-1) != self.input_dim:
             raise ValueError(f"x must have {self.input_dim} columns, got shape {tuple(x.shape)}")
-        offset = self.network(x).unflatten(-1, (self.flow.num_flows, self.flow.num_parameters))
-        return self.flow.raw_parameters + offset
+        return self.network(x).unflatten(-1, (self.flow.num_parameters, self.flow.num_flows)).transpose(-1, -2)
+
+    def raw(self, x: Tensor, offset: Tensor | None = None) -> Tensor:
+        """Raw flow parameters at ``x`` (``(..., n, d)``): shape ``(..., n, num_flows, P)``.
+
+        :param offset: :meth:`offset` at ``x`` when already computed (the network then does not run again).
+        """
+        offset = self.offset(x) if offset is None else offset
+        return offset + self.flow.raw_parameters  # keeps the offset's layout
 
     def forward(self, f: Tensor, x: Tensor) -> Tensor:
         """:math:`G_{\\theta(x)}(f)` for ``f`` of shape ``(..., n, num_flows)``."""
@@ -97,13 +105,17 @@ class InputDependentFlow(nn.Module):
     def log_abs_det_jacobian(self, f: Tensor, x: Tensor) -> Tensor:
         return self.flow.log_abs_det_jacobian(f, self.raw(x))
 
-    def penalty(self, x: Tensor | None = None) -> Tensor:
+    def penalty(self, x: Tensor | None = None, offset: Tensor | None = None) -> Tensor:
         r""":math:`\frac{\lambda}{2} \sum W^2` over the network's weight matrices, plus, given a batch ``x``,
-        :math:`\frac{\gamma}{2}` times the batch mean of :math:`\|\mathrm{NN}(x)\|^2`."""
+        :math:`\frac{\gamma}{2}` times the batch mean of :math:`\|\mathrm{NN}(x)\|^2`.
+
+        :param offset: :meth:`offset` at ``x`` when already computed (the network then does not run again).
+        """
         weights = [m.weight for m in self.network.modules() if isinstance(m, nn.Linear)]
         out = 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in weights)
-        if x is not None and self.offset_penalty > 0:
-            out = out + 0.5 * self.offset_penalty * self.network(x).pow(2).sum(-1).mean()
+        if (x is not None or offset is not None) and self.offset_penalty > 0:
+            offset = self.offset(x) if offset is None else offset
+            out = out + 0.5 * self.offset_penalty * offset.pow(2).sum((-2, -1)).mean()
         return out
 
     def prefit_identity(self, x: Tensor, max_iter: int = 300, lr: float = 0.01) -> InputDependentFlow:

@@ -86,9 +86,12 @@ class ETGPLikelihood(Likelihood):
         return Categorical(logits=self.logits(function_samples, self.flow_parameters(x)))
 
     def expected_log_prob(self, observations: Tensor, function_dist: MultivariateNormal, *args,
-                          x: Tensor | None = None, **kwargs) -> Tensor:
-        r""":math:`E_{q(f_0)}[\log p(y \mid f_0)]` per input by Gauss-Hermite quadrature; shape ``(..., n)``."""
-        raw = self.flow_parameters(x)  # once, shared by the Q nodes
+                          x: Tensor | None = None, raw: Tensor | None = None, **kwargs) -> Tensor:
+        r""":math:`E_{q(f_0)}[\log p(y \mid f_0)]` per input by Gauss-Hermite quadrature; shape ``(..., n)``.
+
+        :param raw: the flow parameters :meth:`flow_parameters` at ``x`` when already computed.
+        """
+        raw = self.flow_parameters(x) if raw is None else raw  # once, shared by the Q nodes
         if self._fused_sal and function_dist.mean.dim() == 1 and observations.dim() == 1:
             flow = self.flow.flow if self.input_dependent else self.flow
             sal, affine = flow.flows

@@ -232,11 +232,12 @@ class ETGP(ApproximateGP, GPyTorchModel):
         index = index.to(self._train_X.device)
         x = self._train_X[index]
         elbo = VariationalELBO(self.likelihood, self, num_data=self.num_data)
-        loss = -elbo(self._latent(x), self._train_Y[index], x=x)
         flow = self.likelihood.flow
-        if isinstance(flow, InputDependentFlow):
-            loss = loss + flow.penalty(x)
-        return loss
+        if not isinstance(flow, InputDependentFlow):
+            return -elbo(self._latent(x), self._train_Y[index], x=x)
+        offset = flow.offset(x)  # one network pass serves the likelihood and the penalty
+        loss = -elbo(self._latent(x), self._train_Y[index], x=x, raw=flow.raw(x, offset=offset))
+        return loss + flow.penalty(x, offset=offset)
 
     # ------------------------------------------------------------------ prediction
     def _check_X(self, X: Tensor) -> None:
