@@ -64,11 +64,15 @@ class ElementwiseFlow(nn.Module):
         raw = self.raw_parameters if raw is None else raw
         if raw.size(-1) != self.num_parameters:
             raise ValueError(f"raw parameters must have {self.num_parameters} in the last dim, got {tuple(raw.shape)}")
-        out = {}
-        for k, name in enumerate(self.parameter_names):
-            value = raw[..., k]
-            out[name] = nn.functional.softplus(value) if name in self.positive else value
-        return out
+        return self.constrain(raw.transpose(-1, -2).unbind(-2))  # one stack in the backward, not P selects
+
+    def constrain(self, values: Sequence[Tensor]) -> dict[str, Tensor]:
+        """The constrained parameters from the ``P`` raw values (one tensor per parameter, in
+        ``parameter_names`` order)."""
+        return {
+            name: nn.functional.softplus(value) if name in self.positive else value
+            for name, value in zip(self.parameter_names, values, strict=True)
+        }
 
     def forward(self, f: Tensor, raw: Tensor | None = None) -> Tensor:
         """:math:`G(f)`; ``f`` of shape ``(..., num_flows)`` broadcast against ``raw`` ``(..., num_flows, P)``."""

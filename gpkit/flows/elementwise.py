@@ -179,8 +179,8 @@ class TanhFlow(ElementwiseFlow):
     positive = ("b",)
     identity: ClassVar[dict[str, float]] = {"a": 0.0, "b": 1.0, "c": 0.0}
 
-    def constrained(self, raw=None):
-        params = super().constrained(raw)
+    def constrain(self, values):
+        params = super().constrain(values)
         params["a"] = torch.nn.functional.softplus(params["a"] + math.log(math.e - 1)) - 1  # identity raw a = 0
         return params
 

@@ -80,20 +80,34 @@ class InputDependentFlow(nn.Module):
     def num_flows(self) -> int:
         return self.flow.num_flows
 
-    def offset(self, x: Tensor) -> Tensor:
-        """The network's output :math:`\mathrm{NN}(x)` at ``x`` (``(..., n, d)``): shape ``(..., n, num_flows, P)``,
-        laid out so that each parameter's ``(..., n, num_flows)`` slice is contiguous."""
+    def _check(self, x: Tensor) -> None:
         if x.size(-1) != self.input_dim:
             raise ValueError(f"x must have {self.input_dim} columns, got shape {tuple(x.shape)}")
-        return self.network(x).unflatten(-1, (self.flow.num_parameters, self.flow.num_flows)).transpose(-1, -2)
 
-    def raw(self, x: Tensor, offset: Tensor | None = None) -> Tensor:
-        """Raw flow parameters at ``x`` (``(..., n, d)``): shape ``(..., n, num_flows, P)``.
+    def _unflatten(self, out: Tensor) -> Tensor:
+        # the network's outputs are parameter-major, so each parameter's (..., n, num_flows) slice is contiguous
+        return out.unflatten(-1, (self.flow.num_parameters, self.flow.num_flows)).transpose(-1, -2)
 
-        :param offset: :meth:`offset` at ``x`` when already computed (the network then does not run again).
+    def features(self, x: Tensor) -> Tensor:
+        """The last hidden layer's output at ``x`` (after dropout; ``x`` itself for a linear network)."""
+        self._check(x)
+        return self.network[:-1](x)
+
+    def offset(self, x: Tensor) -> Tensor:
+        """The network's output :math:`\mathrm{NN}(x)` at ``x`` (``(..., n, d)``): shape ``(..., n, num_flows, P)``."""
+        self._check(x)
+        return self._unflatten(self.network(x))
+
+    def raw(self, x: Tensor, features: Tensor | None = None) -> Tensor:
+        """Raw flow parameters :math:`\theta_0 + \mathrm{NN}(x)` at ``x`` (``(..., n, d)``): shape
+        ``(..., n, num_flows, P)``.
+
+        :param features: :meth:`features` at ``x`` when already computed (the hidden layers then do not run again).
         """
-        offset = self.offset(x) if offset is None else offset
-        return offset + self.flow.raw_parameters  # keeps the offset's layout
+        h = self.features(x) if features is None else features
+        out = self.network[-1]
+        theta0 = self.flow.raw_parameters.t().reshape(-1)  # parameter-major, like the outputs
+        return self._unflatten(nn.functional.linear(h, out.weight, out.bias + theta0))  # theta0 in the bias
 
     def forward(self, f: Tensor, x: Tensor) -> Tensor:
         """:math:`G_{\\theta(x)}(f)` for ``f`` of shape ``(..., n, num_flows)``."""
@@ -105,17 +119,20 @@ class InputDependentFlow(nn.Module):
     def log_abs_det_jacobian(self, f: Tensor, x: Tensor) -> Tensor:
         return self.flow.log_abs_det_jacobian(f, self.raw(x))
 
-    def penalty(self, x: Tensor | None = None, offset: Tensor | None = None) -> Tensor:
-        r""":math:`\frac{\lambda}{2} \sum W^2` over the network's weight matrices, plus, given a batch ``x``,
-        :math:`\frac{\gamma}{2}` times the batch mean of :math:`\|\mathrm{NN}(x)\|^2`.
+    def penalty(self, x: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+        r""":math:`\frac{\lambda}{2} \sum W^2` over the network's weight matrices, plus, given a batch ``x`` (or
+        its :meth:`features`), :math:`\frac{\gamma}{2}` times the batch mean of :math:`\|\mathrm{NN}(x)\|^2`.
 
-        :param offset: :meth:`offset` at ``x`` when already computed (the network then does not run again).
+        With the last layer :math:`\mathrm{NN}(x) = W h + c`, :math:`\|W h + c\|^2 = h^\top W^\top W h + 2 c^\top W h
+        + \|c\|^2` is computed from the hidden features :math:`h`, never from the ``num_flows x P`` outputs.
         """
         weights = [m.weight for m in self.network.modules() if isinstance(m, nn.Linear)]
         out = 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in weights)
-        if (x is not None or offset is not None) and self.offset_penalty > 0:
-            offset = self.offset(x) if offset is None else offset
-            out = out + 0.5 * self.offset_penalty * offset.pow(2).sum((-2, -1)).mean()
+        if (x is not None or features is not None) and self.offset_penalty > 0:
+            h = self.features(x) if features is None else features
+            W, c = self.network[-1].weight, self.network[-1].bias
+            squares = ((h @ (W.t() @ W)) * h).sum(-1) + 2 * (h @ (W.t() @ c)) + c.dot(c)
+            out = out + 0.5 * self.offset_penalty * squares.mean()
         return out
 
     def prefit_identity(self, x: Tensor, max_iter: int = 300, lr: float = 0.01) -> InputDependentFlow:

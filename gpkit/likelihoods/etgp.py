@@ -95,8 +95,11 @@ class ETGPLikelihood(Likelihood):
         if self._fused_sal and function_dist.mean.dim() == 1 and observations.dim() == 1:
             flow = self.flow.flow if self.input_dependent else self.flow
             sal, affine = flow.flows
-            parts = flow.split_raw(raw) if raw is not None else [None, None]
-            p1, p2 = sal.constrained(parts[0]), affine.constrained(parts[1])
+            if raw is None:
+                p1, p2 = sal.constrained(), affine.constrained()
+            else:  # one unbind of all four raw parameters (its backward is one stack, no split/select chains)
+                values = raw.transpose(-1, -2).unbind(-2)
+                p1, p2 = sal.constrain(values[:2]), affine.constrain(values[2:])
             labels = observations.long()
             return self.quadrature(
                 lambda f0: sal_log_softmax(f0, p1["a"], p1["b"], p2["alpha"], p2["beta"], labels), function_dist

@@ -235,9 +235,9 @@ class ETGP(ApproximateGP, GPyTorchModel):
         flow = self.likelihood.flow
         if not isinstance(flow, InputDependentFlow):
             return -elbo(self._latent(x), self._train_Y[index], x=x)
-        offset = flow.offset(x)  # one network pass serves the likelihood and the penalty
-        loss = -elbo(self._latent(x), self._train_Y[index], x=x, raw=flow.raw(x, offset=offset))
-        return loss + flow.penalty(x, offset=offset)
+        h = flow.features(x)  # one pass of the hidden layers serves the likelihood and the penalty
+        loss = -elbo(self._latent(x), self._train_Y[index], x=x, raw=flow.raw(x, features=h))
+        return loss + flow.penalty(features=h)
 
     # ------------------------------------------------------------------ prediction
     def _check_X(self, X: Tensor) -> None:

@@ -117,7 +117,10 @@ def test_input_dependent_flow_identity_and_prefit():
     assert flow.penalty() > 0
     flow.offset_penalty = 2.0
     expected = flow.penalty() + flow.network(x).pow(2).sum(-1).mean()
-    torch.testing.assert_close(flow.penalty(x), expected)
+    torch.testing.assert_close(flow.penalty(x), expected)  # the penalty from the hidden features, exactly
+    torch.testing.assert_close(flow.penalty(features=flow.features(x)), expected)
+    torch.testing.assert_close(flow.raw(x), flow.offset(x) + flow.flow.raw_parameters)  # theta0 in the bias
+    torch.testing.assert_close(flow.raw(x, features=flow.features(x)), flow.raw(x))
 
 
 def test_input_dependent_parameters_vary_with_x():
