@@ -3,9 +3,9 @@ r"""A fused training kernel for the default ETGP flow: sinh-arcsinh followed by 
 :math:`\log \mathrm{softmax}_y(\alpha_c \sinh(b_c \operatorname{asinh}(f) - a_c) + \beta_c)` for all ``Q``
 quadrature nodes, ``B`` inputs and ``C`` classes, with a hand-written backward: autograd would keep about a
 dozen ``B x Q x C`` intermediates and run twice as many passes over them (the cost that grows with C). Here the
-forward makes two transcendental passes (``sinh``, ``exp``) and the backward one (``cosh`` as
-:math:`\operatorname{hypot}(\sinh, 1)`); the softmax is kept unnormalised from the forward, and the reductions
-over ``Q`` and ``C`` are batched matrix products on a ``B x Q x C`` layout.
+forward makes two transcendental passes (one ``exp`` gives both ``sinh`` and ``cosh``, one ``exp`` the
+softmax) and the backward none; the softmax is kept unnormalised from the forward, and every pass runs on a
+contiguous ``B x Q x C`` layout.
 
 On the CPU, a fresh ``B x Q x C`` buffer costs more than the arithmetic on it (the allocator hands such blocks
 back to the operating system and every page faults again), so the kernel's three ``B x Q x C`` buffers come from
@@ -57,14 +57,19 @@ class _SALLogSoftmax(torch.autograd.Function):
         # u: (B, Q) = asinh(f0); a, b, alpha, beta: (B, C); labels: (B,) long -> (B, Q)
         B, Q, C = u.size(0), u.size(1), a.size(-1)
         shape = torch.Size((B, Q, C))
-        s = torch.addcmul(a.neg().unsqueeze(1), u.unsqueeze(-1), b.unsqueeze(1), out=_buffer(shape, u)).sinh_()
-        probs = torch.addcmul(beta.unsqueeze(1), s, alpha.unsqueeze(1), out=_buffer(shape, u))  # the logits
+        # with e = exp(b u - a): 2 sinh = e - 1/e and 2 cosh = e + 1/e, one exp for both
+        sinh2 = torch.addcmul(a.neg().unsqueeze(1), u.unsqueeze(-1), b.unsqueeze(1), out=_buffer(shape, u)).exp_()
+        cosh2 = torch.reciprocal(sinh2, out=_buffer(shape, u))
+        sinh2.sub_(cosh2)
+        torch.add(sinh2, cosh2, alpha=2.0, out=cosh2)  # (e - 1/e) + 2/e
+        half_alpha = 0.5 * alpha
+        probs = torch.addcmul(beta.unsqueeze(1), sinh2, half_alpha.unsqueeze(1), out=_buffer(shape, u))  # logits
         index = labels.view(B, 1, 1).expand(B, Q, 1)
         top = probs.amax(dim=-1, keepdim=True)  # (B, Q, 1)
         chosen = probs.gather(-1, index) - top
         total = probs.sub_(top).exp_().sum(-1, keepdim=True)  # unnormalised softmax, in place of the logits
         out = (chosen - total.log()).squeeze(-1)
-        ctx.save_for_backward(u, b, alpha, s, probs, total, index)
+        ctx.save_for_backward(u, b, half_alpha, sinh2, cosh2, probs, total, index)
         return out
 
     @staticmethod
@@ -72,18 +77,17 @@ class _SALLogSoftmax(torch.autograd.Function):
         if getattr(ctx, "consumed", False):
             raise RuntimeError("sal_log_softmax's backward reuses its buffers in place; it cannot run twice")
         ctx.consumed = True
-        u, b, alpha, s, probs, total, index = ctx.saved_tensors
+        u, b, half_alpha, sinh2, cosh2, probs, total, index = ctx.saved_tensors
         grad_out = grad_out.unsqueeze(-1)  # (B, Q, 1)
         g = probs.mul_(-grad_out / total)  # d/d logits = grad (onehot - softmax), in place
         g.scatter_add_(-1, index, grad_out)
         grad_beta = g.sum(1)
-        t = torch.mul(g, s, out=_buffer(g.shape, g))
-        grad_alpha = t.sum(1)
-        g_inner = torch.hypot(s, s.new_ones(()), out=t).mul_(g.mul_(alpha.unsqueeze(1)))  # x cosh(b u - a)
+        grad_alpha = sinh2.mul_(g).sum(1).mul_(0.5)
+        g_inner = cosh2.mul_(g.mul_(half_alpha.unsqueeze(1)))  # d/d (b u - a) = g alpha cosh
         grad_a = -g_inner.sum(1)
         grad_b = torch.bmm(u.unsqueeze(1), g_inner).squeeze(1)  # sum_q g u_q: (B, C)
-        grad_u = torch.bmm(g_inner, b.unsqueeze(-1)).squeeze(-1)  # sum_c g b_c: (B, Q)
-        _release(s, probs, t)
+        grad_u = torch.mul(g_inner, b.unsqueeze(1), out=sinh2).sum(-1)  # sum_c g b_c: (B, Q)
+        _release(sinh2, cosh2, probs)
         return grad_u, grad_a, grad_b, grad_alpha, grad_beta, None
 
 
