@@ -116,7 +116,7 @@ class ETGP(ApproximateGP, GPyTorchModel):
         hidden: Sequence[int] = (50,),
         dropout: float = 0.5,
         weight_decay: float = 1e-5,
-        offset_penalty: float = 0.1,
+        offset_penalty: float = 0.01,
         num_quadrature: int = 10,
         warmup_epochs: int | None = None,
         learn_inducing_locations: bool = True,

@@ -50,21 +50,23 @@ def test_fits_a_small_problem(fitted):
 
 @pytest.mark.accuracy
 def test_the_gp_does_work(fitted):
-    """The NN-bypass pitfall: the flow network alone (q(f0) ablated to 0) must classify much worse."""
+    """The NN-bypass pitfall: the flow network alone (q(f0) ablated to 0) must classify much worse. With the
+    defaults: 0.93 and 0.41 (chance 0.49); without the warm-up and the output penalty (``warmup_epochs=0,
+    offset_penalty=0``) the network takes over part of the work: 0.90 and 0.67, and this test fails."""
     model, _, _ = fitted
     Xt, yt = _data(1000, seed=1)
     full, ablated = _accuracy(model.predict_proba(Xt), yt), _accuracy(model.predict_proba(Xt, ablate="gp"), yt)
-    assert full - ablated > 0.15
+    assert full - ablated > 0.35
 
 
 @pytest.mark.accuracy
 def test_the_output_penalty_alone_keeps_the_gp_in_use():
-    """Without the warm-up the network would bypass the GP (offset_penalty=0: accuracy 0.73 with and without
-    q(f0)); the default output penalty keeps the GP doing the work."""
+    """Without the warm-up the network takes over part of the work (offset_penalty=0: accuracy 0.90 but 0.67 with
+    q(f0) ablated); a strong output penalty alone keeps the GP doing it (0.86 and 0.53)."""
     X, y = _data()
     Xt, yt = _data(1000, seed=1)
     torch.manual_seed(0)
-    model = ETGP(X, y, num_classes=3, num_inducing=30, warmup_epochs=0)
+    model = ETGP(X, y, num_classes=3, num_inducing=30, warmup_epochs=0, offset_penalty=0.1)
     gpkit.fit(model, epochs=80, seed=0)
     full, ablated = _accuracy(model.predict_proba(Xt), yt), _accuracy(model.predict_proba(Xt, ablate="gp"), yt)
     assert full > 0.8

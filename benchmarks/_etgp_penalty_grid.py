@@ -5,7 +5,7 @@ seed as ``benchmarks/etgp.py``, ETGP with ``gpkit.fit`` defaults); the validatio
 training points, disjoint from the 1500. For each ``offset_penalty`` in the grid: validation accuracy, mean NLL
 and the accuracy with the GP ablated (``predict_proba(X, ablate="gp")``).
 
-``PYTHONPATH=. python benchmarks/etgp_penalty_grid.py [0,0.01,0.03,0.1]`` -> prints JSON lines.
+``PYTHONPATH=. python benchmarks/_etgp_penalty_grid.py [0,0.01,0.03,0.1]`` -> prints JSON lines.
 """
 
 import json
