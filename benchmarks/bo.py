@@ -316,8 +316,30 @@ def _large_batch(bench, cfg: dict) -> None:
                   crashes=len(crashes), warnings=sum(kinds.values()), warning_kinds=kinds, seeds=seeds,
                   regret_by_round=[[round(x, 4) for x in r["regret"]] for r in res],
                   fit_sec_by_round=[[round(x, 1) for x in r["fit"]] for r in res],
+                  round_sec_by_round=[[round(x, 1) for x in r["round"]] for r in res],
                   fit_epochs_by_round=[r["iters"] for r in res],
                   first_crash=crashes[0] if crashes else "")
+    _common_rounds(bench, case, n0, q)
+
+
+def _common_rounds(bench, case: str, n0: int, q: int) -> None:
+    """Rows at equal n: each method's regret and fit time over the rounds every loop completed (a loop stopped
+    by the budget rule makes the full-length rows incomparable in n)."""
+    rows = [r for r in bench.rows if r["case"] == case and r.get("regret_by_round")]
+    k = min((len(x) for r in rows for x in r["regret_by_round"]), default=0)
+    if not rows or k == max(len(x) for r in rows for x in r["regret_by_round"]):
+        return
+    common = f"{case}: first {k} rounds (n = {n0 + k * q} evaluations, equal for all)"
+    for r in rows:
+        regrets = [x[k - 1] for x in r["regret_by_round"]]
+        fits = [t for x in r["fit_sec_by_round"] for t in x[:k]]
+        extra = {}
+        if r.get("round_sec_by_round"):
+            extra["sec_per_round"] = statistics.median(t for x in r["round_sec_by_round"] for t in x[:k])
+        bench.add(common, r["method"], regret_mean=statistics.mean(regrets),
+                  regret_std=statistics.pstdev(regrets) if len(regrets) > 1 else 0.0, **extra,
+                  fit_sec_per_round=statistics.median(fits), fit_sec_by_round=[x[:k] for x in r["fit_sec_by_round"]],
+                  seeds=len(regrets))
 
 
 # The 10-seed small-n runs of benchmarks/dklgp_bo.py and swsgp_bo.py (both built on this file's loop settings)
