@@ -12,84 +12,45 @@ Metrics per problem and model over seeds: final simple regret (mean, std, standa
 fit seconds per round (median), seconds per round (fit + acquisition), crashes and warnings raised in the loops;
 per problem, the paired comparison over seeds (both models start from the same Sobol points): the seeds where
 DKLGP's regret is lower, and the mean and standard error of the per-seed difference. ``GPKIT_BO_SEEDS`` and
-``GPKIT_BO_STEPS`` override the 10 seeds x 10 steps of the full run.
+``GPKIT_BO_STEPS`` override the 10 seeds x 10 steps of the full run. The loop is ``benchmarks/bo.py``'s
+``_loop`` (with this protocol's q = 2, optimize_acqf options and per-step fit seed).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
-import time
-import warnings
+from pathlib import Path
 
 import torch
-from botorch.acquisition.logei import qLogExpectedImprovement
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
-from botorch.optim import optimize_acqf
-from botorch.test_functions import Branin, Hartmann
-from botorch.utils.sampling import draw_sobol_samples
-from gpytorch.mlls import ExactMarginalLogLikelihood
-
-import gpkit
-from gpkit.models import DKLGP
 
 
-def _fit(method: str, X, Y, step: int):
-    if method == "DKLGP":
-        model = DKLGP(X, Y)
-        gpkit.fit(model, progress=False, seed=step)
-        return model
-    model = SingleTaskGP(X, Y)
-    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-    return model
-
-
-def _loop(problem, method: str, seed: int, steps: int) -> dict:
-    d, (lo, hi) = problem.dim, problem.bounds
-    unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
-    f = lambda x: problem(x * (hi - lo) + lo).unsqueeze(-1)
-    torch.manual_seed(seed)
-    X = draw_sobol_samples(unit, 20, 1, seed=seed).squeeze(1)
-    Y = f(X)
-    fit_times, step_times, crash = [], [], None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            for step in range(steps):
-                t0 = time.perf_counter()
-                model = _fit(method, X, Y, step)
-                fit_times.append(time.perf_counter() - t0)
-                acqf = qLogExpectedImprovement(model, best_f=Y.max())
-                cand, _ = optimize_acqf(acqf, unit, q=2, num_restarts=4, raw_samples=64)
-                X, Y = torch.cat([X, cand]), torch.cat([Y, f(cand)])
-                step_times.append(time.perf_counter() - t0)
-        except Exception as e:  # noqa: BLE001 -- a crash ends the loop and is counted
-            crash = repr(e)[:200]
-    return {
-        "regret": float(problem.optimal_value - Y.max()),
-        "fit_seconds": statistics.median(fit_times) if fit_times else float("nan"),
-        "sec_per_step": statistics.median(step_times) if step_times else float("nan"),
-        "crash": crash,
-        "warnings": len(caught),
-    }
+def _bo_module():
+    spec = importlib.util.spec_from_file_location("gpkit_benchmark_bo_loop", Path(__file__).with_name("bo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(bench) -> None:
+    bo = _bo_module()
     torch.set_default_dtype(torch.float64)
     if bench.quick:
-        problems, seeds, steps = {"branin": Branin(negate=True)}, 1, 2
+        problems, seeds, steps = ("branin",), 1, 2
     else:
         problems, seeds, steps = (
-            {"branin": Branin(negate=True), "hartmann6": Hartmann(dim=6, negate=True)},
+            ("branin", "hartmann6"),
             int(os.environ.get("GPKIT_BO_SEEDS", 10)),
             int(os.environ.get("GPKIT_BO_STEPS", 10)),
         )
-    for name, problem in problems.items():
+    acq_options = {"num_restarts": 4, "raw_samples": 64}  # optimize_acqf's default maxiter (200)
+    for name in problems:
         case = f"{name} qLogEI q=2, 20 Sobol + {steps} steps"
         by_method = {}
         for method in ("SingleTaskGP", "DKLGP"):
-            res = [_loop(problem, method, seed, steps) for seed in range(seeds)]
+            res = [bo._loop(name, method, "qLogEI", 2, seed, steps, acq_options=acq_options, fit_seed=True)
+                   for seed in range(seeds)]
             regrets = by_method[method] = [r["regret"] for r in res]
             std = statistics.stdev(regrets) if len(regrets) > 1 else 0.0
             bench.add(

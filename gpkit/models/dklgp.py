@@ -18,7 +18,7 @@ from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
 from gpkit import neighbors
-from gpkit.models.base import VariationalGPModel
+from gpkit.models.base import VariationalGPModel, default_bo_kernel, default_likelihood
 from gpkit.operators.sparse_triangular import SparseTriangularLinearOperator
 from gpkit.variational.dkl_variational_strategy import DKLVariationalStrategy, dense_factor
 from gpkit.variational.sparse_cholesky_variational_distribution import SparseCholeskyVariationalDistribution
@@ -67,22 +67,6 @@ def _merge_repeats(train_X: Tensor, train_Y: Tensor) -> tuple[Tensor, Tensor, Te
         stacklevel=3,
     )
     return train_X[keep], Y, mask
-
-
-def _bo_likelihood() -> gpytorch.likelihoods.GaussianLikelihood:
-    """SingleTaskGP's noise prior LogNormal(-4, 1), noise >= 1e-4 (softplus: Adam steps stay feasible)."""
-    prior = gpytorch.priors.LogNormalPrior(loc=-4.0, scale=1.0)
-    constraint = gpytorch.constraints.GreaterThan(1e-4, initial_value=prior.mode)
-    return gpytorch.likelihoods.GaussianLikelihood(noise_prior=prior, noise_constraint=constraint)
-
-
-def _bo_kernel(d: int) -> gpytorch.kernels.RBFKernel:
-    """SingleTaskGP's RBF kernel with the dimension-scaled lengthscale prior (Hvarfner et al., 2024)."""
-    prior = gpytorch.priors.LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(d), scale=math.sqrt(3))
-    constraint = gpytorch.constraints.GreaterThan(2.5e-2, initial_value=prior.mode)
-    return gpytorch.kernels.RBFKernel(
-        ard_num_dims=d, lengthscale_prior=prior, lengthscale_constraint=constraint
-    )
 
 
 def _check_option(value, name: str, kind, low=None, allow_none: bool = False):
@@ -167,9 +151,9 @@ class DKLGP(VariationalGPModel, FantasizeMixin):
         if exact_size and train_X.shape[-2] <= exact_size:
             # the BO regime: SingleTaskGP's default priors (the data cannot pin the hyperparameters down)
             if likelihood is None:
-                likelihood = _bo_likelihood()
+                likelihood = default_likelihood()
             if covar_module is None:
-                covar_module = _bo_kernel(train_X.shape[-1])
+                covar_module = default_bo_kernel(train_X.shape[-1])
         data = self.prepare_training_data(
             train_X,
             train_Y,
