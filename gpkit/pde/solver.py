@@ -19,7 +19,7 @@ from ..kernels import (
     StudentTMixtureDerivativeKernel,
 )
 from ..operators.kronecker_grid import KroneckerCholesky, mode_product
-from .collocation import KroneckerSumSolver, newton_collocation
+from .collocation import KroneckerSumSolver, gauss_newton_collocation, newton_collocation
 from .problems import PDEProblem
 
 _KERNELS = ("gm", "student-t", "se", "matern")
@@ -338,18 +338,29 @@ class KroneckerPDESolver(torch.nn.Module):
         return self.patience is not None and state.iteration - self._best[1] >= self.patience
 
     # ------------------------------------------------------------------------------------- finish
-    def _collocation(self, max_steps: int = 30) -> tuple[Tensor, dict]:
-        """Newton collocation from the current grid values (solution units); returns ``(U, info)``."""
+    def _range_basis(self) -> list[Tensor]:
+        """Per factor, the eigenvectors of :math:`K_i` (without jitter) whose eigenvalues exceed the jitter: the
+        grid functions the kernel can represent (all of them for a well-conditioned factor)."""
+        basis = []
+        for k, n, h in zip(self.kernels, self.sizes, self.spacings):
+            lam, Q = torch.linalg.eigh(k.grid_covariance(n, h, 0))
+            basis.append(Q[:, lam > self.jitter])
+        return basis
+
+    def _collocation(self, max_steps: int = 30, max_jacobian: int = 30_000_000) -> tuple[Tensor, dict]:
+        """Newton collocation from the current grid values (solution units); when its linear solves are inexact
+        and the kernel is rank deficient, Gauss-Newton in the kernel's numerical range instead (the dense
+        Jacobian has at most ``max_jacobian`` entries); returns ``(U, info)``."""
         problem, X, d, mask = self.problem, self.grid_points, self.problem.dim, self.boundary_mask
         chol = self.factorization()
         ops = self.derivative_operators(chol)
-        g = self.boundary_values / self.u_scale
+        G = torch.zeros_like(self.source_values).masked_scatter(mask, self.boundary_values / self.u_scale)
         inner = (slice(1, -1),) * d
 
         def equations(U: Tensor) -> Tensor:
             fields = self.grid_derivatives(U, chol, ops)
             E = problem.residual(fields, X, self.source_values) / self.r_scale
-            return E.masked_scatter(mask, self.boundary_field(U, chol)[mask] - g)
+            return torch.where(mask, self.boundary_field(U, chol) - G, E)
 
         # constant-coefficient part: the pure derivative terms (identity along the other modes) and the value
         pure = {key: chain[0] for key, chain in ops.items() if key and len(chain) == 1}  # key -> (mode, A)
@@ -379,7 +390,29 @@ class KroneckerPDESolver(torch.nn.Module):
             return apply
 
         U0 = chol.unwhiten(self.W).detach().clone()
-        return newton_collocation(equations, U0, preconditioner, max_steps=max_steps)
+        U, info = newton_collocation(equations, U0, preconditioner, max_steps=max_steps, max_linear_residual=1e-6)
+        info["method"] = "newton"
+        if not info["inexact"]:
+            return U, info
+        basis = self._range_basis()
+        m = math.prod(Q.shape[1] for Q in basis)
+        info["basis_size"] = m
+        if m == U0.numel() or m * U0.numel() > max_jacobian:  # full rank, or too large: go on with Newton
+            U, more = newton_collocation(equations, U, preconditioner, max_steps=max_steps - info["steps"])
+            more["steps"] += info["steps"]
+            more["linear_residual"] = max(more["linear_residual"], info["linear_residual"])
+            return U, {**info, **more, "inexact": True, "method": "newton"}
+
+        def expand(C: Tensor) -> Tensor:
+            for i, Q in enumerate(basis):
+                C = mode_product(C, Q, i)
+            return C
+
+        C0 = U0
+        for i, Q in enumerate(basis):
+            C0 = mode_product(C0, Q.mT, i)
+        U, more = gauss_newton_collocation(equations, C0, expand, max_steps=max_steps)
+        return U, {**info, **more, "method": "gauss-newton"}
 
     @torch.no_grad()
     def finish(self, max_steps: int = 30) -> KroneckerPDESolver:
