@@ -432,15 +432,29 @@ class KroneckerPDESolver(torch.nn.Module):
         with constant coefficients, e.g. Poisson and advection). Then :math:`\tau, v` take their closed-form
         optima. ``gpkit.fit`` calls it after Adam (the ``finish`` hook).
 
+        A learned kernel is often numerically rank deficient on the grid (its spectrum concentrates on a few
+        frequencies: factor eigenvalues below the jitter). The square collocation system is then ill-posed on
+        the grid functions the kernel cannot represent: GMRES cannot solve Newton's linear systems, or Newton
+        meets the grid equations with wrong values (for Allen-Cahn those modes obey :math:`u^3 - u = f`, which has
+        several roots). For such a kernel the finish also solves the same equations by Gauss-Newton in the
+        least-squares sense over the kernel's numerical range (the tensor product of each factor's eigenvectors
+        with eigenvalues above the jitter; dense Jacobian, at most 3e7 entries) from the same start, and keeps
+        whichever of the two has the lower residual between grid points; when a Newton step's GMRES solve
+        leaves a relative residual above 1e-3, Newton stops there and Gauss-Newton's solution is taken. A
+        full-rank kernel, or one whose reduced Jacobian would be larger, uses Newton alone (as before).
+        ``finish_info["method"]`` says which was kept (``"newton"`` or ``"gauss-newton"``, with
+        ``basis_size``), the other's info is under ``"gauss_newton"`` / ``"newton"``.
+
         Collocation with a kernel that does not resolve the solution can meet the grid equations with wrong
         values between (and even at) the grid points, so the finish checks the relative PDE residual between
         grid points (:meth:`midpoint_residual`, which uses no solution): when the collocation solution's is larger
         than the current grid values', the current values are kept and a warning says so. Sets ``finish_info``
-        (Newton ``steps``, final grid ``residual``, ``converged``, ``midpoint_residual``, ``midpoint_residual_before``,
-        ``kept``:
-        ``"collocation"`` or ``"adam"``); also warns when the kept solution is not resolved between grid points.
+        (``method``, its ``steps``, final grid ``residual`` (largest scaled equation), ``converged``, and for
+        Newton its largest relative GMRES residual ``linear_residual`` and ``inexact``; ``midpoint_residual``,
+        ``midpoint_residual_before``, ``kept``: ``"collocation"`` or ``"adam"``); also warns when the kept solution
+        is not resolved between grid points.
 
-        :param max_steps: Newton steps at most.
+        :param max_steps: Newton (and Gauss-Newton) steps at most.
         :return: ``self``.
         """
         before = self.midpoint_residual() if bool(self.W.any()) else math.inf
