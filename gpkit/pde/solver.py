@@ -19,7 +19,7 @@ from ..kernels import (
     StudentTMixtureDerivativeKernel,
 )
 from ..operators.kronecker_grid import KroneckerCholesky, mode_product
-from .collocation import KroneckerSumSolver, newton_collocation
+from .collocation import KroneckerSumSolver, gauss_newton_collocation, newton_collocation
 from .problems import PDEProblem
 
 _KERNELS = ("gm", "student-t", "se", "matern")
@@ -338,18 +338,29 @@ class KroneckerPDESolver(torch.nn.Module):
         return self.patience is not None and state.iteration - self._best[1] >= self.patience
 
     # ------------------------------------------------------------------------------------- finish
-    def _collocation(self, max_steps: int = 30) -> tuple[Tensor, dict]:
-        """Newton collocation from the current grid values (solution units); returns ``(U, info)``."""
+    def _range_basis(self) -> list[Tensor]:
+        """Per factor, the eigenvectors of :math:`K_i` (without jitter) whose eigenvalues exceed the jitter: the
+        grid functions the kernel can represent (all of them for a well-conditioned factor)."""
+        basis = []
+        for k, n, h in zip(self.kernels, self.sizes, self.spacings):
+            lam, Q = torch.linalg.eigh(k.grid_covariance(n, h, 0))
+            basis.append(Q[:, lam > self.jitter])
+        return basis
+
+    def _collocation(self, max_steps: int = 30, max_jacobian: int = 30_000_000) -> tuple[Tensor, dict]:
+        """Newton collocation from the current grid values (solution units); for a rank-deficient kernel also
+        Gauss-Newton in the kernel's numerical range (when its dense Jacobian has at most ``max_jacobian``
+        entries), the one with the lower midpoint residual kept; returns ``(U, info)``."""
         problem, X, d, mask = self.problem, self.grid_points, self.problem.dim, self.boundary_mask
         chol = self.factorization()
         ops = self.derivative_operators(chol)
-        g = self.boundary_values / self.u_scale
+        G = torch.zeros_like(self.source_values).masked_scatter(mask, self.boundary_values / self.u_scale)
         inner = (slice(1, -1),) * d
 
         def equations(U: Tensor) -> Tensor:
             fields = self.grid_derivatives(U, chol, ops)
             E = problem.residual(fields, X, self.source_values) / self.r_scale
-            return E.masked_scatter(mask, self.boundary_field(U, chol)[mask] - g)
+            return torch.where(mask, self.boundary_field(U, chol) - G, E)
 
         # constant-coefficient part: the pure derivative terms (identity along the other modes) and the value
         pure = {key: chain[0] for key, chain in ops.items() if key and len(chain) == 1}  # key -> (mode, A)
@@ -379,7 +390,36 @@ class KroneckerPDESolver(torch.nn.Module):
             return apply
 
         U0 = chol.unwhiten(self.W).detach().clone()
-        return newton_collocation(equations, U0, preconditioner, max_steps=max_steps)
+        # Newton on the full grid; a step whose GMRES solve is far from exact ends it (an ill-posed system)
+        U, info = newton_collocation(equations, U0, preconditioner, max_steps=max_steps, max_linear_residual=0.1)
+        info["method"] = "newton"
+        basis = self._range_basis()
+        m = math.prod(Q.shape[1] for Q in basis)
+        if m == U0.numel() or m * U0.numel() > max_jacobian:  # full rank, or a Jacobian too large to form
+            if info["inexact"]:  # no alternative: Newton goes on with inexact directions
+                U, more = newton_collocation(equations, U, preconditioner, max_steps=max_steps - info["steps"])
+                more["steps"] += info["steps"]
+                more["linear_residual"] = max(more["linear_residual"], info["linear_residual"])
+                info = {**info, **more, "inexact": True}
+            return U, info
+
+        def expand(C: Tensor) -> Tensor:
+            for i, Q in enumerate(basis):
+                C = mode_product(C, Q, i)
+            return C
+
+        C0 = U0
+        for i, Q in enumerate(basis):
+            C0 = mode_product(C0, Q.mT, i)
+        U_gn, info_gn = gauss_newton_collocation(equations, C0, expand, max_steps=max_steps)
+        info_gn = {**info_gn, "method": "gauss-newton", "basis_size": m}
+        # both solve the grid equations (Newton's iterate also when an inexact solve cut it short): keep the one
+        # with the lower residual between grid points (no solution used)
+        mid, mid_gn = self.midpoint_residual(U), self.midpoint_residual(U_gn)
+        info["midpoint_residual"], info_gn["midpoint_residual"] = mid, mid_gn
+        if mid_gn < mid:
+            return U_gn, {**info_gn, "newton": info}
+        return U, {**info, "gauss_newton": info_gn}
 
     @torch.no_grad()
     def finish(self, max_steps: int = 30) -> KroneckerPDESolver:
@@ -391,15 +431,29 @@ class KroneckerPDESolver(torch.nn.Module):
         with constant coefficients, e.g. Poisson and advection). Then :math:`\tau, v` take their closed-form
         optima. ``gpkit.fit`` calls it after Adam (the ``finish`` hook).
 
+        A learned kernel is often numerically rank deficient on the grid (its spectrum concentrates on a few
+        frequencies: factor eigenvalues below the jitter). The square collocation system is then ill-posed on
+        the grid functions the kernel cannot represent: GMRES cannot solve Newton's linear systems, or Newton
+        meets the grid equations with wrong values (for Allen-Cahn those modes obey :math:`u^3 - u = f`, which has
+        several roots). For such a kernel the finish also solves the same equations by Gauss-Newton in the
+        least-squares sense over the kernel's numerical range (the tensor product of each factor's eigenvectors
+        with eigenvalues above the jitter; dense Jacobian, at most 3e7 entries) from the same start, and keeps
+        whichever of the two has the lower residual between grid points (Newton stops before a step whose
+        GMRES solve leaves a relative residual above 0.1; its iterate there is the candidate). A
+        full-rank kernel, or one whose reduced Jacobian would be larger, uses Newton alone (as before).
+        ``finish_info["method"]`` says which was kept (``"newton"`` or ``"gauss-newton"``, with
+        ``basis_size``), the other's info is under ``"gauss_newton"`` / ``"newton"``.
+
         Collocation with a kernel that does not resolve the solution can meet the grid equations with wrong
         values between (and even at) the grid points, so the finish checks the relative PDE residual between
         grid points (:meth:`midpoint_residual`, which uses no solution): when the collocation solution's is larger
         than the current grid values', the current values are kept and a warning says so. Sets ``finish_info``
-        (Newton ``steps``, final grid ``residual``, ``converged``, ``midpoint_residual``, ``midpoint_residual_before``,
-        ``kept``:
-        ``"collocation"`` or ``"adam"``); also warns when the kept solution is not resolved between grid points.
+        (``method``, its ``steps``, final grid ``residual`` (largest scaled equation), ``converged``, and for
+        Newton its largest relative GMRES residual ``linear_residual`` and ``inexact``; ``midpoint_residual``,
+        ``midpoint_residual_before``, ``kept``: ``"collocation"`` or ``"adam"``); also warns when the kept solution
+        is not resolved between grid points.
 
-        :param max_steps: Newton steps at most.
+        :param max_steps: Newton (and Gauss-Newton) steps at most.
         :return: ``self``.
         """
         before = self.midpoint_residual() if bool(self.W.any()) else math.inf
@@ -438,12 +492,14 @@ class KroneckerPDESolver(torch.nn.Module):
         return self
 
     @torch.no_grad()
-    def midpoint_residual(self) -> float:
+    def midpoint_residual(self, U: Tensor | None = None) -> float:
         """Relative PDE residual of the GP conditional mean at the midpoints between grid points (a check that
-        uses only the residual: small on the grid but large here means the grid values are not resolved)."""
+        uses only the residual: small on the grid but large here means the grid values are not resolved).
+
+        :param U: Grid values in solution units (default: the current ones)."""
         d, chol = self.problem.dim, self.factorization()
         mids = [(g[1:] + g[:-1]) / 2 for g in (getattr(self, f"grid_{i}") for i in range(d))]
-        alpha = chol.solve(chol.unwhiten(self.W))
+        alpha = chol.solve(chol.unwhiten(self.W) if U is None else U)
         fields = {}
         for key in self.problem.derivatives:
             field = alpha
