@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Benchmark", "Measurement", "run_benchmark", "benchmarks_dir"]
+__all__ = ["Benchmark", "CONVERGENCE", "CONVERGENCE_RULE", "Measurement", "TrainRecord", "run_benchmark", "benchmarks_dir"]
 
 
 @dataclass
@@ -36,37 +35,82 @@ class Measurement:
     value: Any = None
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field_name}")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (VmHWM) to the current RSS; False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class _PeakRSS:
-    """Samples the resident set size in a thread; reports the peak above the level at entry."""
+    """Peak resident set size of this process above the level at entry.
 
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
+    Linux: the kernel's own high-water mark (VmHWM, reset through ``/proc/self/clear_refs`` at entry), so
+    every page torch, numpy or scipy touches counts, however briefly. Elsewhere: ``resource``'s lifetime
+    maximum, which only shows growth beyond the process's earlier peak.
+    """
 
     def __enter__(self):
-        self.start = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self.kernel = _reset_peak_rss()
+        if self.kernel:
+            self.start = _status_kb("VmRSS") * 1024
+        else:
+            import resource
+
+            self.start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak = self.start
         return self
 
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(self.interval)
-
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
+        if self.kernel:
+            self.peak = _status_kb("VmHWM") * 1024
+        else:
+            import resource
+
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     @property
     def megabytes(self) -> float:
-        return (self.peak - self.start) / 2**20
+        return max(self.peak - self.start, 0) / 2**20
+
+
+# The stopping rule every benchmark applies to gpkit models and baselines alike when it trains "to
+# convergence": gpkit.fit's tolerance test on the epoch training loss, with a step floor and a cap.
+CONVERGENCE = {"tol": 1e-4, "patience": 10, "min_steps": 1000, "max_iter": 10000}
+CONVERGENCE_RULE = (
+    "trained with gpkit.fit until the best epoch training loss improves by less than 1e-4 (relative) over 10 "
+    "epochs, after at least 1000 and at most 10000 optimizer steps (a cap reached is marked converged=False)"
+)
+
+
+@dataclass
+class TrainRecord:
+    """Result of :meth:`Benchmark.train`.
+
+    ``seconds``: training wall time (evaluations at the budget excluded); ``steps``/``epochs``: optimizer
+    steps and epochs run; ``converged``: stopped by the tolerance rule (not by the cap or the budget);
+    ``at_budget``: what ``at_budget()`` returned at the first epoch end past ``time_budget`` (None if training
+    ended before it, i.e. the run was already finished within the budget); ``budget_steps``: steps by then.
+    """
+
+    seconds: float
+    steps: int
+    epochs: int
+    converged: bool
+    peak_memory_mb: float
+    at_budget: Any = None
+    budget_steps: int | None = None
 
 
 @dataclass
@@ -88,7 +132,7 @@ class Benchmark:
         """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed.
 
         :return: median seconds, all times, peak memory in MB above the level before the first call
-            (CUDA: max allocated; CPU: peak resident-set growth, sampled every 2 ms).
+            (CUDA: max allocated; CPU: growth of the kernel's resident-set high-water mark).
         """
         repeats = self.repeats if repeats is None else repeats
         warmup = self.warmup if warmup is None else warmup
@@ -117,6 +161,63 @@ class Benchmark:
         else:
             peak = rss.megabytes
         return Measurement(statistics.median(times), times, peak, value)
+
+    def train(
+        self,
+        obj,
+        converge: bool = True,
+        time_budget: float | None = None,
+        at_budget: Callable[[], Any] | None = None,
+        **options,
+    ) -> TrainRecord:
+        """Train ``obj`` with :func:`gpkit.fit` once, timed, with its peak memory.
+
+        :param converge: apply :data:`CONVERGENCE` (options given here win); False: ``gpkit.fit``'s defaults
+            plus ``options``.
+        :param time_budget: seconds; at the first epoch end past it ``at_budget()`` is called (the model is in
+            eval mode meanwhile, and the time it takes is not counted) and training goes on: one run gives
+            both the equal-wall-time and the converged result.
+        :param at_budget: see ``time_budget``.
+        :param options: passed to ``gpkit.fit`` (``progress`` defaults to False).
+        """
+        import gpkit
+
+        opts = {**(CONVERGENCE if converge else {}), "progress": False, **options}
+        snap = {"value": None, "steps": None, "paused": 0.0}
+        last = {"steps": 0, "epochs": 0, "history": 0}
+        user_callback = opts.pop("callback", None)
+
+        def callback(state) -> bool:
+            last["steps"], last["epochs"] = state.iteration, state.epoch
+            if (time_budget is not None and at_budget is not None and snap["steps"] is None
+                    and state.elapsed - snap["paused"] >= time_budget):
+                begin = time.perf_counter()
+                modules = [m for m in (obj, opts.get("likelihood")) if isinstance(m, torch.nn.Module)]
+                modes = [m.training for m in modules]
+                obj.eval()
+                snap["value"], snap["steps"] = at_budget(), state.iteration
+                for module, mode in zip(modules, modes):
+                    module.train(mode)
+                snap["paused"] += time.perf_counter() - begin
+            return bool(user_callback(state)) if user_callback is not None else False
+
+        cuda = self.device.type == "cuda"
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+        with _PeakRSS() as rss:
+            start = time.perf_counter()
+            gpkit.fit(obj, callback=callback, **opts)
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start - snap["paused"]
+        peak = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20 if cuda else rss.megabytes
+        cap = opts.get("max_iter")
+        history = getattr(obj, "fit_history", [])
+        converged = bool(converge) and (cap is None or last["steps"] < cap) and len(history) > opts.get("patience", 0)
+        return TrainRecord(seconds, last["steps"], last["epochs"], converged, peak, snap["value"], snap["steps"])
 
     # ------------------------------------------------------------------ recording
     def add(self, case: str, method: str, **metrics) -> dict:
