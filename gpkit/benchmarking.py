@@ -136,6 +136,7 @@ class Benchmark:
     rows: list[dict] = field(default_factory=list)
     comparisons: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    results_dir: Path | None = None
 
     # ------------------------------------------------------------------ measuring
     def measure(self, fn: Callable[[], Any], repeats: int | None = None, warmup: int | None = None) -> Measurement:
@@ -209,7 +210,10 @@ class Benchmark:
                 for module, mode in zip(modules, modes):
                     module.train(mode)
                 snap["paused"] += time.perf_counter() - begin
-            return bool(user_callback(state)) if user_callback is not None else False
+            if user_callback is not None and user_callback(state):
+                last["stopped"] = True
+                return True
+            return False
 
         cuda = self.device.type == "cuda"
         gc.collect()
@@ -226,7 +230,8 @@ class Benchmark:
         peak = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20 if cuda else rss.megabytes
         cap = opts.get("max_iter")
         history = getattr(obj, "fit_history", [])
-        converged = bool(converge) and (cap is None or last["steps"] < cap) and len(history) > opts.get("patience", 0)
+        converged = (bool(converge) and not last.get("stopped") and (cap is None or last["steps"] < cap)
+                     and len(history) > opts.get("patience", 0))
         return TrainRecord(seconds, last["steps"], last["epochs"], converged, peak, snap["value"], snap["steps"])
 
     # ------------------------------------------------------------------ recording
@@ -330,6 +335,12 @@ class Benchmark:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
+    def checkpoint(self) -> None:
+        """Write the results so far (a long run killed later still leaves its finished cases); no-op unless
+        :func:`run_benchmark` set ``results_dir``."""
+        if self.results_dir is not None:
+            self.save(self.results_dir)
+
     def save(self, results_dir: Path | str) -> tuple[Path, Path]:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -342,6 +353,7 @@ class Benchmark:
             "environment": self.environment(),
             "rows": self.rows,
             "ratios": self.ratios(),
+            "comparisons": self.comparisons,
             "notes": self.notes,
         }
         json_path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -405,9 +417,9 @@ def run_benchmark(name: str, device: str = "cpu", quick: bool = False, results_d
     spec = importlib.util.spec_from_file_location(f"gpkit_benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    bench = Benchmark(name=name, device=torch_device, quick=quick)
+    bench = Benchmark(name=name, device=torch_device, quick=quick, results_dir=Path(results_dir or path.parent / "results"))
     module.main(bench)
-    json_path, md_path = bench.save(results_dir or path.parent / "results")
+    json_path, md_path = bench.save(bench.results_dir)
     print(bench.markdown())
     print(f"wrote {json_path} and {md_path}")
     return bench
