@@ -43,7 +43,7 @@ def _config(bench) -> dict:
            "sweep_M": (1024, 4096, 16384), "sweep_H": 50, "sweep_epochs": 4, "svgp_M_sweep": (512, 1024, 2048, 4096),
            "steps": 3, "step_repeats": 20}
     if bench.quick:
-        cfg.update(sets=("elevators",), max_train={"elevators": 2000}, splits=(0,), M=256, svgp_M=256,
+        cfg.update(sets=("elevators",), max_train={"elevators": 2000}, splits=(0,), M=256, svgp_M=256, budget_s=30,
                    large_splits=())
     if bench.device.type == "cuda":
         cfg.update(sets=("elevators", "protein"), large_svgp_M=16384, large_splits=(0, 1, 2), budget_s=None,
