@@ -47,7 +47,7 @@ def _config(bench) -> dict:
         "seeds": (0, 1, 2),
         "exact": True,
         "uci": ("elevators", "keggdirected"),
-        "uci_max_train": {"elevators": 5000, "keggdirected": 5000},  # CPU budget
+        "uci_max_train": {"elevators": 2000, "keggdirected": 2000},  # CPU budget (2 shared cores)
         "scaling_n": (1000, 3000, 10000, 30000, 100000),
         "steps": 10,
         "defaults_n": 2500,
