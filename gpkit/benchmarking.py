@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Benchmark", "Measurement", "run_benchmark", "benchmarks_dir"]
+__all__ = ["Benchmark", "CONVERGENCE", "CONVERGENCE_RULE", "Measurement", "TrainRecord", "run_benchmark", "benchmarks_dir"]
 
 
 @dataclass
@@ -36,37 +35,92 @@ class Measurement:
     value: Any = None
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field_name}")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (VmHWM) to the current RSS; False where not allowed.
+
+    Freed heap memory is handed back to the system first (glibc ``malloc_trim``), so that a fit reusing what
+    an earlier one freed still shows as growth.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class _PeakRSS:
-    """Samples the resident set size in a thread; reports the peak above the level at entry."""
+    """Peak resident set size of this process above the level at entry.
 
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
+    Linux: the kernel's own high-water mark (VmHWM, reset through ``/proc/self/clear_refs`` at entry), so
+    every page torch, numpy or scipy touches counts, however briefly. Elsewhere: ``resource``'s lifetime
+    maximum, which only shows growth beyond the process's earlier peak.
+    """
 
     def __enter__(self):
-        self.start = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self.kernel = _reset_peak_rss()
+        if self.kernel:
+            self.start = _status_kb("VmRSS") * 1024
+        else:
+            import resource
+
+            self.start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak = self.start
         return self
 
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(self.interval)
-
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
+        if self.kernel:
+            self.peak = _status_kb("VmHWM") * 1024
+        else:
+            import resource
+
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     @property
     def megabytes(self) -> float:
-        return (self.peak - self.start) / 2**20
+        return max(self.peak - self.start, 0) / 2**20
+
+
+# The stopping rule every benchmark applies to gpkit models and baselines alike when it trains "to
+# convergence": gpkit.fit's tolerance test on the epoch training loss, with a step floor and a cap.
+CONVERGENCE = {"tol": 1e-4, "patience": 10, "min_steps": 1000, "max_iter": 10000}
+CONVERGENCE_RULE = (
+    "trained with gpkit.fit until the best epoch training loss improves by less than 1e-4 (relative) over 10 "
+    "epochs, after at least 1000 and at most 10000 optimizer steps (a cap reached is marked converged=False)"
+)
+
+
+@dataclass
+class TrainRecord:
+    """Result of :meth:`Benchmark.train`.
+
+    ``seconds``: training wall time (evaluations at the budget excluded); ``steps``/``epochs``: optimizer
+    steps and epochs run; ``converged``: stopped by the tolerance rule (not by the cap or the budget);
+    ``at_budget``: what ``at_budget()`` returned at the first epoch end past ``time_budget`` (None if training
+    ended before it, i.e. the run was already finished within the budget); ``budget_steps``: steps by then.
+    """
+
+    seconds: float
+    steps: int
+    epochs: int
+    converged: bool
+    peak_memory_mb: float
+    at_budget: Any = None
+    budget_steps: int | None = None
 
 
 @dataclass
@@ -82,13 +136,14 @@ class Benchmark:
     rows: list[dict] = field(default_factory=list)
     comparisons: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    results_dir: Path | None = None
 
     # ------------------------------------------------------------------ measuring
     def measure(self, fn: Callable[[], Any], repeats: int | None = None, warmup: int | None = None) -> Measurement:
         """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed.
 
         :return: median seconds, all times, peak memory in MB above the level before the first call
-            (CUDA: max allocated; CPU: peak resident-set growth, sampled every 2 ms).
+            (CUDA: max allocated; CPU: growth of the kernel's resident-set high-water mark).
         """
         repeats = self.repeats if repeats is None else repeats
         warmup = self.warmup if warmup is None else warmup
@@ -117,6 +172,67 @@ class Benchmark:
         else:
             peak = rss.megabytes
         return Measurement(statistics.median(times), times, peak, value)
+
+    def train(
+        self,
+        obj,
+        converge: bool = True,
+        time_budget: float | None = None,
+        at_budget: Callable[[], Any] | None = None,
+        **options,
+    ) -> TrainRecord:
+        """Train ``obj`` with :func:`gpkit.fit` once, timed, with its peak memory.
+
+        :param converge: apply :data:`CONVERGENCE` (options given here win); False: ``gpkit.fit``'s defaults
+            plus ``options``.
+        :param time_budget: seconds; at the first epoch end past it ``at_budget()`` is called (the model is in
+            eval mode meanwhile, and the time it takes is not counted) and training goes on: one run gives
+            both the equal-wall-time and the converged result.
+        :param at_budget: see ``time_budget``.
+        :param options: passed to ``gpkit.fit`` (``progress`` defaults to False).
+        """
+        import gpkit
+
+        opts = {**(CONVERGENCE if converge else {}), "progress": False, **options}
+        snap = {"value": None, "steps": None, "paused": 0.0}
+        last = {"steps": 0, "epochs": 0, "history": 0}
+        user_callback = opts.pop("callback", None)
+
+        def callback(state) -> bool:
+            last["steps"], last["epochs"] = state.iteration, state.epoch
+            if (time_budget is not None and at_budget is not None and snap["steps"] is None
+                    and state.elapsed - snap["paused"] >= time_budget):
+                begin = time.perf_counter()
+                modules = [m for m in (obj, opts.get("likelihood")) if isinstance(m, torch.nn.Module)]
+                modes = [m.training for m in modules]
+                obj.eval()
+                snap["value"], snap["steps"] = at_budget(), state.iteration
+                for module, mode in zip(modules, modes):
+                    module.train(mode)
+                snap["paused"] += time.perf_counter() - begin
+            if user_callback is not None and user_callback(state):
+                last["stopped"] = True
+                return True
+            return False
+
+        cuda = self.device.type == "cuda"
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+        with _PeakRSS() as rss:
+            start = time.perf_counter()
+            gpkit.fit(obj, callback=callback, **opts)
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start - snap["paused"]
+        peak = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20 if cuda else rss.megabytes
+        cap = opts.get("max_iter")
+        history = getattr(obj, "fit_history", [])
+        converged = (bool(converge) and not last.get("stopped") and (cap is None or last["steps"] < cap)
+                     and len(history) > opts.get("patience", 0))
+        return TrainRecord(seconds, last["steps"], last["epochs"], converged, peak, snap["value"], snap["steps"])
 
     # ------------------------------------------------------------------ recording
     def add(self, case: str, method: str, **metrics) -> dict:
@@ -219,6 +335,12 @@ class Benchmark:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
+    def checkpoint(self) -> None:
+        """Write the results so far (a long run killed later still leaves its finished cases); no-op unless
+        :func:`run_benchmark` set ``results_dir``."""
+        if self.results_dir is not None:
+            self.save(self.results_dir)
+
     def save(self, results_dir: Path | str) -> tuple[Path, Path]:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -231,6 +353,7 @@ class Benchmark:
             "environment": self.environment(),
             "rows": self.rows,
             "ratios": self.ratios(),
+            "comparisons": self.comparisons,
             "notes": self.notes,
         }
         json_path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -294,9 +417,9 @@ def run_benchmark(name: str, device: str = "cpu", quick: bool = False, results_d
     spec = importlib.util.spec_from_file_location(f"gpkit_benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    bench = Benchmark(name=name, device=torch_device, quick=quick)
+    bench = Benchmark(name=name, device=torch_device, quick=quick, results_dir=Path(results_dir or path.parent / "results"))
     module.main(bench)
-    json_path, md_path = bench.save(results_dir or path.parent / "results")
+    json_path, md_path = bench.save(bench.results_dir)
     print(bench.markdown())
     print(f"wrote {json_path} and {md_path}")
     return bench

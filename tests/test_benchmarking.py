@@ -67,3 +67,34 @@ def test_bad_arguments():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             run_benchmark("neighbors", device="cuda")
+
+
+def test_peak_memory_sees_a_short_lived_block():
+    # the kernel's high-water mark sees a block freed at once (no sampling interval to fall between)
+    m = Benchmark("toy").measure(lambda: torch.ones(16_000_000).sum().item(), repeats=1, warmup=0)
+    assert 50 < m.peak_memory_mb < 200
+
+
+def test_train_converges_and_snapshots_at_the_time_budget():
+    import gpytorch
+
+    from gpkit.baselines import SVGPBaseline
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(200, 1, generator=g, dtype=torch.float64)
+    y = torch.sin(6 * X[:, 0]) + 0.1 * torch.randn(200, generator=g, dtype=torch.float64)
+    model = SVGPBaseline(X[:8].clone())
+    lik = gpytorch.likelihoods.GaussianLikelihood().to(X)
+    seen = []
+
+    def snapshot():
+        seen.append(model.training)
+        return len(model.fit_history) if hasattr(model, "fit_history") else "mid-run"
+
+    rec = Benchmark("toy").train(model, time_budget=0.0, at_budget=snapshot, train_X=X, train_Y=y, likelihood=lik,
+                                 batch_size=50, lr=0.05)
+    assert seen == [False] and rec.at_budget == "mid-run" and rec.budget_steps == 4  # first epoch end
+    assert rec.converged and 1000 <= rec.steps < 10000 and rec.epochs == len(model.fit_history)
+    capped = Benchmark("toy").train(SVGPBaseline(X[:8].clone()), max_iter=40, train_X=X, train_Y=y,
+                                    likelihood=gpytorch.likelihoods.GaussianLikelihood().to(X), batch_size=50)
+    assert not capped.converged and capped.steps == 40 and capped.at_budget is None
