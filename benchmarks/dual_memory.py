@@ -30,7 +30,9 @@ one (today's "dual memory GP"); they also predate the default noise prior of ``g
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -44,6 +46,19 @@ from gpkit.baselines import SVGPBaseline
 from gpkit.datasets import load, standardize
 from gpkit.models import DualMemoryGP
 from gpkit.variational.inducing_points import init_inducing_points
+
+
+CASES = ("elevators", "bike", "magnetic", "banana", "bo")
+VARIANTS = ("unit", "uniform", "none")
+
+
+def _selected(env: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The comma-separated names in ``$env`` (default: all of ``allowed``)."""
+    names = tuple(n.strip() for n in os.environ.get(env, ",".join(allowed)).split(",") if n.strip())
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"{env} names unknown {unknown}; choose from {allowed}")
+    return names
 
 
 def _config(bench) -> dict:
@@ -78,7 +93,7 @@ def _stream(bench, case, Xtr, ytr, Xte, yte, y_std, batches, seed, memory_size, 
     torch.manual_seed(seed)
     model = DualMemoryGP(chunks[0][0], chunks[0][1], likelihood=likelihood, num_inducing=M, memory_size=memory_size,
                          memory_per_batch=memory_per_batch, seed=seed, memory_weighting=memory_weighting)
-    gpkit.fit(model, epochs=30, progress=False)
+    gpkit.fit(model, progress=False)  # the default fit on the first batch
     times, curve = [], [metrics(model, Xte, yte, y_std)]
     for X, y in chunks[1:]:
         start = time.perf_counter()
@@ -104,8 +119,9 @@ def _offline_svgp(Xtr, ytr, Xte, yte, y_std, M, seed, epochs):
 
 def _regression_streams(bench, cfg):
     M, per_batch = 100, 10
-    sets = [(name, None) for name in cfg["uci"]] + ([("magnetic", None)] if cfg["magnetic"] else [])
-    for name, _ in sets:
+    cases, variants = _selected("GPKIT_DUAL_CASES", CASES), _selected("GPKIT_DUAL_VARIANTS", VARIANTS)
+    sets = [name for name in cfg["uci"] if name in cases] + (["magnetic"] if cfg["magnetic"] and "magnetic" in cases else [])
+    for name in sets:
         ds = load(name, split=0, dtype=bench.dtype)
         Xtr, ytr, Xte, yte, (_, y_std) = standardize(ds.train_X, ds.train_y, ds.test_X, ds.test_y)
         y_std = float(y_std)
@@ -126,6 +142,8 @@ def _regression_streams(bench, cfg):
                                           ("dual memory GP (memory weight N_old/|memory|)", 50 * per_batch,
                                            "uniform"),
                                           ("no memory", 0, "unit")):
+                if {"dual memory GP": "unit", "no memory": "none"}.get(label, "uniform") not in variants:
+                    continue
                 _log(f"{case}: {label}")
                 curve, times = _stream(bench, case, X_s, y_s.unsqueeze(-1), Xte, yte, y_std, batches, seed,
                                        mem, per_batch if mem else 0, M, memory_weighting=weighting)
@@ -150,6 +168,8 @@ def _banana_metrics(model, X, y, _):
 
 
 def _banana(bench, cfg):
+    if "banana" not in _selected("GPKIT_DUAL_CASES", CASES):
+        return
     ds = load("streaming-banana", dtype=bench.dtype)
     tr, te = ds.splits["train"], ds.splits["test"]
     X, y, Xt, yt = ds.X[tr], ds.y[tr].to(bench.dtype), ds.X[te], ds.y[te]
@@ -200,6 +220,8 @@ def _bo(bench, cfg):
     from botorch.optim import optimize_acqf
     from torch.quasirandom import SobolEngine
 
+    if "bo" not in _selected("GPKIT_DUAL_CASES", CASES):
+        return
     bounds = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=bench.dtype)
     optimum = -0.397887
     for seed in cfg["bo_seeds"]:
@@ -249,11 +271,34 @@ def _bo(bench, cfg):
                       steps=cfg["bo_steps"])
 
 
+def _earlier(bench) -> None:
+    """Rows of an earlier run (``$GPKIT_DUAL_EARLIER``, a results json) for the (case, method) pairs this run did
+    not produce, marked with that run's date and labelled as today (its "dual memory GP" was the uniform weight)."""
+    path = os.environ.get("GPKIT_DUAL_EARLIER")
+    if not path:
+        return
+    old = json.loads(open(path).read())
+    date = old["environment"]["date"][:10]
+    rename = {"dual memory GP": "dual memory GP (memory weight N_old/|memory|)",
+              "dual memory GP (unit memory weight)": "dual memory GP"}
+    done = {(r["case"], r["method"]) for r in bench.rows}
+    for row in old["rows"]:
+        if row.get("run"):  # already carried over once: keep its mark
+            method, mark = row["method"], row["run"]
+        else:
+            method, mark = rename.get(row["method"], row["method"]), f"earlier run {date}"
+        if (row["case"], method) not in done:
+            rest = {k: v for k, v in row.items() if k not in ("case", "method", "run")}
+            bench.add(row["case"], method, run=mark, **rest)
+    bench.rows.sort(key=lambda r: list(dict.fromkeys(x["case"] for x in bench.rows)).index(r["case"]))
+
+
 def main(bench) -> None:
     cfg = _config(bench)
     _regression_streams(bench, cfg)
     _banana(bench, cfg)
     _bo(bench, cfg)
+    _earlier(bench)
     bench.compare("dual memory GP", ["offline SVGP (all data)", "no memory"], ["rmse", "update_seconds"],
                   differences=["nlpd"])
     bench.compare("dual memory GP (memory weight N_old/|memory|)", ["offline SVGP (all data)", "no memory"], ["rmse"],
