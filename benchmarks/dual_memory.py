@@ -7,8 +7,8 @@ Part 1, streams (``gpkit.datasets``; inputs and targets standardised on the trai
 - magnetometer (trial 1, a walk streamed in time order, 20 batches; tested on 3000 points of trials 2-5).
 - streaming banana (Bernoulli, Matérn-5/2, M = 25, 4 batches of 100, memory 5 per batch): test accuracy
   and NLPD of the labels.
-Methods: ``DualMemoryGP`` with its defaults for streaming (30 hyperparameter epochs per batch on batch +
-memory, full batch, Adam lr 0.1; ``memory_weighting="unit"``: each memory point weight 1), the same with
+Methods: ``DualMemoryGP`` with its defaults for streaming (the default ``gpkit.fit`` on the first batch, then 30
+hyperparameter epochs per batch on batch + memory, full batch, Adam lr 0.1; ``memory_weighting="unit"``: each memory point weight 1), the same with
 ``memory_weighting="uniform"`` (memory weights N_old/|memory|, the spec's choice), the same model with
 ``memory_size=0`` ("no memory"), and the upper bound
 offline GPyTorch SVGP (M = 100, whitened, inducing points learned) trained on all training data with
@@ -23,9 +23,13 @@ memory GP fitted once on the initial design and then updated by one dual step pe
 (``get_fantasy_model`` of an SVGP fitted on the initial design, M = 10, all new points conditioned in).
 Simple regret of the best observed true value; seconds of the surrogate update per step (median).
 
-The committed ``results/dual_memory.*`` (run before "unit" became the default) label the rows differently:
-there "dual memory GP" is the ``"uniform"`` weighting and "dual memory GP (unit memory weight)" the ``"unit"``
-one (today's "dual memory GP"); they also predate the default noise prior of ``gpkit.models.base``.
+Selecting what runs (default: everything): ``GPKIT_DUAL_CASES`` (comma-separated, from elevators, bike,
+magnetic, banana, bo), ``GPKIT_DUAL_VARIANTS`` (UCI/magnetometer stream variants, from unit, uniform, none).
+``GPKIT_DUAL_EARLIER=path/to/an/earlier/dual_memory.json`` carries over the earlier run's rows for the (case,
+method) pairs not rerun, marked in a ``run`` column with that run's date. The run of 2026-12-02 labelled the
+rows differently (there "dual memory GP" was the ``"uniform"`` weighting and "dual memory GP (unit memory
+weight)" today's default); carried-over rows are relabelled. Those rows predate the default likelihood's noise
+prior and used a 30-epoch first fit (and GPyTorch's plain ``GaussianLikelihood``, noise starting at 0.69).
 """
 
 from __future__ import annotations
@@ -278,7 +282,7 @@ def _earlier(bench) -> None:
     if not path:
         return
     old = json.loads(open(path).read())
-    date = old["environment"]["date"][:10]
+    stamp = old["environment"]["date"][:16]
     rename = {"dual memory GP": "dual memory GP (memory weight N_old/|memory|)",
               "dual memory GP (unit memory weight)": "dual memory GP"}
     done = {(r["case"], r["method"]) for r in bench.rows}
@@ -286,7 +290,7 @@ def _earlier(bench) -> None:
         if row.get("run"):  # already carried over once: keep its mark
             method, mark = row["method"], row["run"]
         else:
-            method, mark = rename.get(row["method"], row["method"]), f"earlier run {date}"
+            method, mark = rename.get(row["method"], row["method"]), f"earlier run {stamp}"
         if (row["case"], method) not in done:
             rest = {k: v for k, v in row.items() if k not in ("case", "method", "run")}
             bench.add(row["case"], method, run=mark, **rest)

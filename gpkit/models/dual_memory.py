@@ -329,13 +329,14 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
             new_Z = candidates
         else:
             new_Z = select_inducing_points(self.covar_module, candidates, self.num_inducing)
+        a = strategy.transport_map(new_Z)  # one map for both parts (the batch part is empty after retiring)
         for part in ("frozen", "memory"):
-            moved = strategy.transport(new_Z, getattr(self, f"_{part}_lambda1"), getattr(self, f"_{part}_Lambda2"))
-            setattr(self, f"_{part}_lambda1", moved[0])
-            setattr(self, f"_{part}_Lambda2", moved[1])
+            setattr(self, f"_{part}_lambda1", (a.mT @ getattr(self, f"_{part}_lambda1").unsqueeze(-1)).squeeze(-1))
+            setattr(self, f"_{part}_Lambda2", a.mT @ getattr(self, f"_{part}_Lambda2") @ a)
         self._batch_lambda1 = self._frozen_lambda1.new_zeros(self._frozen_lambda1.shape)
         self._batch_Lambda2 = self._frozen_Lambda2.new_zeros(self._frozen_Lambda2.shape)
-        strategy.move_inducing_points(new_Z)
+        strategy.move_inducing_points(
+            new_Z, duals=(self._frozen_lambda1 + self._memory_lambda1, self._frozen_Lambda2 + self._memory_Lambda2))
         self._train_X, self._train_Y = X_new, Y_new.reshape(-1, 1)
         self.num_batches += 1
         self.e_step(steps=1 if self.gaussian else 4)
