@@ -26,8 +26,9 @@ __all__ = ["DualMemoryGP"]
 _MAX_GREEDY_CANDIDATES = 2000  # the greedy selection forms a dense candidate kernel matrix
 # Where the default likelihood's noise starts (GPyTorch's own start, softplus(0)), instead of the prior's mode
 # (0.0067): retired sites keep the noise they were computed at (they are never recomputed), so the first short
-# fits must approach the noise from above. From 0.0067 the first batches froze 5-10x too precise and the stream
-# degraded as more came (UCI bike NLPD 1.76 after 50 batches, against -0.03 from here).
+# fits must approach the noise from above. From 0.0067, after a 30-epoch first fit, the first batches froze too
+# precise and the stream degraded as more came (UCI bike NLPD 1.76 after 50 batches, -0.03 from here). Streams
+# stay sensitive to the early fits (see docs/methods/dual_memory.md).
 _INITIAL_NOISE = math.log(2.0)
 
 
