@@ -292,13 +292,15 @@ def _earlier(bench) -> None:
         if row.get("run"):  # already carried over once: keep its mark
             method, mark = row["method"], row["run"]
         else:
-            method, mark = rename.get(row["method"], row["method"]), f"earlier run {stamp}"
+            method = rename.get(row["method"], row["method"]) if stamp.startswith("2026-12-02") else row["method"]
+            mark = f"earlier run {stamp}" if stamp.startswith("2026-12-02") else f"run {stamp}"
         if (row["case"], method) not in done:
             rest = {k: v for k, v in row.items() if k not in ("case", "method", "run")}
             bench.add(row["case"], method, run=mark, **rest)
-    bench.note(f"Rows with a `run` mark were not rerun: they are carried over from the run of {stamp} (first fit 30 "
-               "epochs, GPyTorch's plain GaussianLikelihood; the offline SVGP baseline's protocol is unchanged). "
-               "Comparisons may pair a row of this run with such a row.")
+    bench.note("Rows with a `run` mark were not produced by this invocation; the mark names the run they come from. "
+               "Those of the 2026-12-02 run used a 30-epoch first fit and GPyTorch's plain GaussianLikelihood (noise "
+               "start 0.69, no prior), not today's defaults; the offline SVGP baseline's protocol is unchanged. "
+               "Comparisons may pair rows of different runs.")
     order = list(dict.fromkeys(r["case"] for r in bench.rows))
     bench.rows.sort(key=lambda r: order.index(r["case"]))
 
