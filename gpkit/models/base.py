@@ -300,6 +300,10 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel, FantasizeMixin):
         X = self._check_test_inputs(X)
         if not torch.is_tensor(Y) or Y.dim() < 2 or Y.size(-1) != 1 or Y.size(-2) != X.size(-2):
             raise ValueError(f"Y must be a tensor of shape (..., {X.size(-2)}, 1), got {tuple(getattr(Y, 'shape', ()))}")
+        if not torch.isfinite(Y).all():
+            raise ValueError("Y contains NaN or inf")
+        if noise is not None and not (torch.isfinite(noise).all() and (noise >= 0).all()):
+            raise ValueError("noise must be finite and non-negative")
         self.eval()
         Y = Y.to(self._train_X)
         X = self.transform_inputs(X)
@@ -417,16 +421,22 @@ class ConditionedVariationalGP(Model, FantasizeMixin):
         return self
 
 
-def default_likelihood() -> GaussianLikelihood:
+def default_likelihood(initial_noise: float | None = None) -> GaussianLikelihood:
     """The default likelihood: a ``GaussianLikelihood`` with SingleTaskGP's noise prior and start.
 
     ``LogNormal(-4, 1)`` on the noise (of the standardised targets), the noise starting at the prior's mode
     (about 0.0067) and kept above 1e-4, as BoTorch's ``get_gaussian_likelihood_with_lognormal_prior`` (but with
     GPyTorch's softplus constraint transform, which Adam needs). The prior enters the ELBO as in the MAP fit of
     ``SingleTaskGP``, so the two learn comparable noise levels at small n.
+
+    :param initial_noise: where the noise starts instead of the prior's mode (the prior is kept); a model whose
+        early fits are short and leave lasting traces (:class:`~gpkit.models.DualMemoryGP`) starts higher.
     """
     prior = LogNormalPrior(loc=-4.0, scale=1.0)
-    return GaussianLikelihood(noise_prior=prior, noise_constraint=GreaterThan(1e-4, initial_value=prior.mode))
+    start = prior.mode if initial_noise is None else torch.tensor(float(initial_noise))
+    if not start > 1e-4:
+        raise ValueError(f"initial_noise must be > 1e-4 (the noise's lower bound), got {initial_noise!r}")
+    return GaussianLikelihood(noise_prior=prior, noise_constraint=GreaterThan(1e-4, initial_value=start))
 
 
 def default_bo_kernel(d: int) -> gpytorch.kernels.RBFKernel:

@@ -264,15 +264,18 @@ class DualVariationalStrategy(_VariationalStrategy):
         return (k_zx @ site1.unsqueeze(-1)).squeeze(-1), (k_zx * beta.unsqueeze(-2)) @ k_zx.mT
 
     @torch.no_grad()
-    def move_inducing_points(self, new_inducing_points: Tensor) -> None:
+    def move_inducing_points(self, new_inducing_points: Tensor, duals: tuple[Tensor, Tensor] | None = None) -> None:
         r"""Move the inducing points to ``new_inducing_points`` (``M' x d``, any :math:`M'`) and carry the
         duals along with :math:`\mathbf A = \mathbf K_{\mathrm{old}}^{-1}\mathbf K(\mathbf Z_{\mathrm{old}},
         \mathbf Z_{\mathrm{new}})`: :math:`\boldsymbol\lambda_1 \leftarrow \mathbf A^\top\boldsymbol\lambda_1`,
         :math:`\boldsymbol\Lambda_2 \leftarrow \mathbf A^\top\boldsymbol\Lambda_2\mathbf A` (exact for sites at
         inputs in the span of the old inducing points). A changed :math:`M'` replaces the inducing-location
         parameter (rebuild any optimizer holding it).
+
+        :param duals: the duals already carried to ``new_inducing_points`` (e.g. by :meth:`transport_map`), to
+            skip carrying them again.
         """
-        lambda1, Lambda2 = self.transport(new_inducing_points, *self.duals)
+        lambda1, Lambda2 = self.transport(new_inducing_points, *self.duals) if duals is None else duals
         new_inducing_points = new_inducing_points.to(self.inducing_points)
         if new_inducing_points.shape == self.inducing_points.shape:
             self.inducing_points.data.copy_(new_inducing_points)
@@ -290,6 +293,14 @@ class DualVariationalStrategy(_VariationalStrategy):
     def transport(self, new_inducing_points: Tensor, lambda1: Tensor, Lambda2: Tensor) -> tuple[Tensor, Tensor]:
         """Duals ``(lambda1, Lambda2)`` projected on the current inducing points, re-expressed on
         ``new_inducing_points`` (``M' x d``; see :meth:`move_inducing_points`); nothing is changed."""
+        a = self.transport_map(new_inducing_points)
+        return (a.mT @ lambda1.unsqueeze(-1)).squeeze(-1), a.mT @ Lambda2 @ a
+
+    @torch.no_grad()
+    def transport_map(self, new_inducing_points: Tensor) -> Tensor:
+        r""":math:`\mathbf A = \mathbf K_{\mathrm{old}}^{-1}\mathbf K(\mathbf Z_{\mathrm{old}}, \mathbf Z_{\mathrm{new}})`
+        (``*batch x M x M'``), which carries duals as :math:`\mathbf A^\top\boldsymbol\lambda_1`,
+        :math:`\mathbf A^\top\boldsymbol\Lambda_2\mathbf A` (one map for several sets of duals)."""
         if new_inducing_points.dim() < 2 or new_inducing_points.size(-1) != self.inducing_points.size(-1):
             raise ValueError(
                 f"new_inducing_points must have shape (M', {self.inducing_points.size(-1)}), "
@@ -298,8 +309,7 @@ class DualVariationalStrategy(_VariationalStrategy):
         self._clear_cache()
         chol = psd_safe_cholesky(self.prior_distribution.covariance_matrix)
         _, k_old_new, _ = self._cross(new_inducing_points.to(self.inducing_points))
-        a = torch.cholesky_solve(k_old_new, chol)  # K_old^-1 K(Z_old, Z_new), shape: (*batch, M, M)
-        return (a.mT @ lambda1.unsqueeze(-1)).squeeze(-1), a.mT @ Lambda2 @ a
+        return torch.cholesky_solve(k_old_new, chol)  # K_old^-1 K(Z_old, Z_new), shape: (*batch, M, M')
 
     def _clear_cache(self) -> None:
         clear_cache_hook(self)
