@@ -170,6 +170,17 @@ def _synthetic(n, C, d, seed, bench):
     return X.to(bench.device), y.to(bench.device)
 
 
+def _timed_step(bench, opt, loss_fn, batch) -> float:
+    """Seconds of one optimizer step on ``batch`` (CUDA synchronised)."""
+    start = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss_fn(batch).backward()
+    opt.step()
+    if bench.device.type == "cuda":
+        torch.cuda.synchronize(bench.device)
+    return time.perf_counter() - start
+
+
 def _step_seconds(bench, module, loss_fn, n, steps):
     """Median seconds of one optimizer step (batch 256) over ``steps`` steps after one warm-up, and peak memory."""
     opt = make_optimizer(module, lr=LR)
@@ -180,13 +191,7 @@ def _step_seconds(bench, module, loss_fn, n, steps):
 
     def run():
         for b in batches:
-            start = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss_fn(b).backward()
-            opt.step()
-            if bench.device.type == "cuda":
-                torch.cuda.synchronize(bench.device)
-            times.append(time.perf_counter() - start)
+            times.append(_timed_step(bench, opt, loss_fn, b))
 
     m = bench.measure(run, repeats=1, warmup=0)
     return statistics.median(times[1:]), m.peak_memory_mb
@@ -203,14 +208,7 @@ def _interleaved_steps(bench, jobs: dict, n: int, rounds: int, steps: int) -> di
     g = torch.Generator().manual_seed(1)
 
     def step(opt, loss_fn):
-        b = torch.randint(n, (BATCH,), generator=g).to(bench.device)
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss_fn(b).backward()
-        opt.step()
-        if bench.device.type == "cuda":
-            torch.cuda.synchronize(bench.device)
-        return time.perf_counter() - start
+        return _timed_step(bench, opt, loss_fn, torch.randint(n, (BATCH,), generator=g).to(bench.device))
 
     for opt, loss_fn, _ in state.values():
         step(opt, loss_fn)

@@ -95,6 +95,31 @@ class _PeakRSS:
         return max(self.peak - self.start, 0) / 2**20
 
 
+class _PeakMemory:
+    """Peak memory in MB above the level at entry on ``device``: CUDA max allocated, else :class:`_PeakRSS`."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.cuda = device, device.type == "cuda"
+
+    def __enter__(self):
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            self.rss = _PeakRSS().__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self.megabytes = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        else:
+            self.rss.__exit__(*exc)
+            self.megabytes = self.rss.megabytes
+
+
 # The stopping rule every benchmark applies to gpkit models and baselines alike when it trains "to
 # convergence": gpkit.fit's tolerance test on the epoch training loss, with a step floor and a cap.
 CONVERGENCE = {"tol": 1e-4, "patience": 10, "min_steps": 1000, "max_iter": 10000}
@@ -150,15 +175,10 @@ class Benchmark:
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
         cuda = self.device.type == "cuda"
-        gc.collect()
-        if cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
         times, value = [], None
         # Memory is tracked from before the warm-up, so state that the first call allocates (gradients,
         # optimizer moments, caches) counts; times come from the repeats only.
-        with _PeakRSS() as rss:
+        with _PeakMemory(self.device) as memory:
             for _ in range(warmup):
                 fn()
             for _ in range(repeats):
@@ -167,11 +187,7 @@ class Benchmark:
                 if cuda:
                     torch.cuda.synchronize(self.device)
                 times.append(time.perf_counter() - start)
-        if cuda:
-            peak = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
-        else:
-            peak = rss.megabytes
-        return Measurement(statistics.median(times), times, peak, value)
+        return Measurement(statistics.median(times), times, memory.megabytes, value)
 
     def train(
         self,
@@ -215,19 +231,13 @@ class Benchmark:
                 return True
             return False
 
-        cuda = self.device.type == "cuda"
-        gc.collect()
-        if cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-        with _PeakRSS() as rss:
+        with _PeakMemory(self.device) as memory:
             start = time.perf_counter()
             gpkit.fit(obj, callback=callback, **opts)
-            if cuda:
+            if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start - snap["paused"]
-        peak = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20 if cuda else rss.megabytes
+        peak = memory.megabytes
         cap = opts.get("max_iter")
         history = getattr(obj, "fit_history", [])
         converged = (bool(converge) and not last.get("stopped") and (cap is None or last["steps"] < cap)

@@ -75,6 +75,8 @@ from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
+from gpkit.models._checks import check_training_data
+
 __all__ = ["ConditionedVariationalGP", "TrainingData", "VariationalGPModel", "default_bo_kernel", "default_likelihood"]
 
 
@@ -141,28 +143,8 @@ class VariationalGPModel(ApproximateGP, GPyTorchModel, FantasizeMixin):
         _check_module("input_transform", input_transform, InputTransform, "a botorch InputTransform")
         if outcome_transform is not DEFAULT:
             _check_module("outcome_transform", outcome_transform, OutcomeTransform, "a botorch OutcomeTransform")
-        if not isinstance(train_X, Tensor):
-            raise TypeError(f"train_X must be a torch.Tensor, got {type(train_X).__name__}")
-        if not isinstance(train_Y, Tensor):
-            raise TypeError(f"train_Y must be a torch.Tensor, got {type(train_Y).__name__}")
-        if train_X.dim() != 2 or train_X.shape[0] == 0 or train_X.shape[1] == 0:
-            raise ValueError(f"train_X must be a non-empty n x d tensor, got shape {tuple(train_X.shape)}")
-        if not torch.is_floating_point(train_X):
-            raise TypeError(f"train_X must be floating point, got {train_X.dtype}")
-        if train_Y.dim() == 1:
-            train_Y = train_Y.unsqueeze(-1)
-        if train_Y.shape != (train_X.shape[0], 1):
-            raise ValueError(
-                f"train_Y must have shape n x 1 (or n) with n={train_X.shape[0]} (the rows of train_X), "
-                f"got {tuple(train_Y.shape)}"
-            )
-        dtype = torch.promote_types(train_X.dtype, train_Y.dtype) if torch.is_floating_point(train_Y) else train_X.dtype
-        X = train_X.detach().to(dtype=dtype)
-        Y = train_Y.detach().to(dtype=dtype, device=X.device)
-        if not torch.isfinite(X).all():
-            raise ValueError("train_X contains NaN or inf")
-        if not torch.isfinite(Y).all():
-            raise ValueError("train_Y contains NaN or inf")
+        X, Y = check_training_data(train_X, train_Y)
+        X, Y = X.detach(), Y.detach()
         likelihood = default_likelihood() if likelihood is None else likelihood
         if outcome_transform is DEFAULT:
             # min_stdv far below BoTorch's 1e-8 default, so that targets of std 1e-9 are still rescaled

@@ -262,10 +262,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
 
     # ------------------------------------------------------------------------------------- streaming
     def _check(self, X: Tensor, Y: Tensor, names: tuple[str, str]) -> tuple[Tensor, Tensor]:
-        try:
-            X, Y = check_training_data(X, Y)
-        except (ValueError, TypeError) as err:
-            raise type(err)(str(err).replace("train_X", names[0]).replace("train_Y", names[1])) from None
+        X, Y = check_training_data(X, Y, names)
         d = self._train_X.size(-1)
         if X.size(-1) != d:
             raise ValueError(f"{names[0]} must have {d} columns like train_X, got {X.size(-1)}")
