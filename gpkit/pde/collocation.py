@@ -152,7 +152,7 @@ def gauss_newton_collocation(
     chunk_size: int = 256,
 ) -> tuple[Tensor, dict]:
     r"""
-    Gauss-Newton for the least-squares problem :math:`\min_C \lVert E(	ext{expand}(C)) Vert` (more equations
+    Gauss-Newton for the least-squares problem :math:`\min_C \lVert E(\operatorname{expand}(C)) \rVert` (more equations
     than unknowns), each step with the dense Jacobian (built by ``vmap`` of forward-mode products, ``chunk_size``
     directions at a time) and its normal equations. Damped and stopped as :func:`newton_collocation`.
 
