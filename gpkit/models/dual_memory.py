@@ -329,8 +329,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
             new_Z = select_inducing_points(self.covar_module, candidates, self.num_inducing)
         a = strategy.transport_map(new_Z)  # one map for both parts (the batch part is empty after retiring)
         for part in ("frozen", "memory"):
-            setattr(self, f"_{part}_lambda1", (a.mT @ getattr(self, f"_{part}_lambda1").unsqueeze(-1)).squeeze(-1))
-            setattr(self, f"_{part}_Lambda2", a.mT @ getattr(self, f"_{part}_Lambda2") @ a)
+            moved = strategy.transport(new_Z, getattr(self, f"_{part}_lambda1"), getattr(self, f"_{part}_Lambda2"), a)
+            setattr(self, f"_{part}_lambda1", moved[0])
+            setattr(self, f"_{part}_Lambda2", moved[1])
         self._batch_lambda1 = self._frozen_lambda1.new_zeros(self._frozen_lambda1.shape)
         self._batch_Lambda2 = self._frozen_Lambda2.new_zeros(self._frozen_Lambda2.shape)
         strategy.move_inducing_points(

@@ -290,10 +290,16 @@ class DualVariationalStrategy(_VariationalStrategy):
         self.set_duals(lambda1, Lambda2)
 
     @torch.no_grad()
-    def transport(self, new_inducing_points: Tensor, lambda1: Tensor, Lambda2: Tensor) -> tuple[Tensor, Tensor]:
+    def transport(
+        self, new_inducing_points: Tensor, lambda1: Tensor, Lambda2: Tensor, transport_map: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Duals ``(lambda1, Lambda2)`` projected on the current inducing points, re-expressed on
-        ``new_inducing_points`` (``M' x d``; see :meth:`move_inducing_points`); nothing is changed."""
-        a = self.transport_map(new_inducing_points)
+        ``new_inducing_points`` (``M' x d``; see :meth:`move_inducing_points`); nothing is changed.
+
+        :param transport_map: :meth:`transport_map` of ``new_inducing_points``, when already computed (one map
+            serves several sets of duals).
+        """
+        a = self.transport_map(new_inducing_points) if transport_map is None else transport_map
         return (a.mT @ lambda1.unsqueeze(-1)).squeeze(-1), a.mT @ Lambda2 @ a
 
     @torch.no_grad()
