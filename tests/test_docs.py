@@ -27,6 +27,13 @@ def test_docs_example_runs(page, code):
         if "gpkit" not in str(err):
             raise
         pytest.skip(f"{page.name}: {err}")
+    except FileNotFoundError as err:
+        # an example on the shared real data runs wherever that folder is (CI has it); a fresh clone may not
+        from gpkit.datasets.catalog import candidate_dirs
+
+        if any(folder.is_dir() for folder in candidate_dirs()):
+            raise
+        pytest.skip(f"{page.name}: shared data absent ({err})")
 
 
 def test_every_method_has_a_page_with_paper_cost_and_example():
