@@ -158,29 +158,35 @@ def test_bad_arguments():
         InputDependentFlow(AffineFlow(2), 3, hidden=50)
 
 
-def test_fused_sal_log_softmax_matches_autograd():
-    """The hand-written forward/backward of the default flow's training kernel equals the autograd composition."""
-    from gpkit.flows.fused import sal_log_softmax
+@pytest.mark.parametrize("shape", [(5, 7, 6), (4, 40, 3500)])  # the second runs several chunks
+def test_fused_sal_expected_log_softmax_matches_autograd(shape):
+    """The default flow's training kernel (forward and its hand-written Jacobians) equals the autograd
+    composition: sum_q w_q log softmax_y(G(f_q)), for values and for the gradients of f and the raw parameters."""
+    from gpkit.flows import fused
 
     torch.manual_seed(0)
-    Q, B, C = 5, 7, 6
-    f = torch.randn(Q, B, dtype=torch.float64, requires_grad=True)
-    raw = torch.randn(B, C, 4, dtype=torch.float64, requires_grad=True)
+    Q, B, C = shape
+    f = (2 * torch.randn(Q, B, dtype=torch.float64)).requires_grad_(True)
+    raw = (0.5 * torch.randn(B, C, 4, dtype=torch.float64)).requires_grad_(True)
+    w = torch.rand(Q, dtype=torch.float64)
     y = torch.randint(0, C, (B,))
     flow = sinh_arcsinh_affine(C).double()
     (sal, affine), parts = flow.flows, flow.split_raw(raw)
     p1, p2 = sal.constrained(parts[0]), affine.constrained(parts[1])
-    fused = sal_log_softmax(f, p1["a"], p1["b"], p2["alpha"], p2["beta"], y)
+    out = fused.sal_expected_log_softmax(f, w, p1["a"], p1["b"], p2["alpha"], p2["beta"], y)
     logits = flow(f.unsqueeze(-1), raw)
-    ref = torch.log_softmax(logits, -1).gather(-1, y.expand(Q, B).unsqueeze(-1)).squeeze(-1)
-    torch.testing.assert_close(fused, ref)
-    w = torch.randn(Q, B, dtype=torch.float64)
-    g_fused = torch.autograd.grad((fused * w).sum(), [f, raw])
-    g_ref = torch.autograd.grad((ref * w).sum(), [f, raw])
-    for a, b in zip(g_fused, g_ref):
-        torch.testing.assert_close(a, b)
+    ref = (torch.log_softmax(logits, -1).gather(-1, y.expand(Q, B).unsqueeze(-1)).squeeze(-1) * w[:, None]).sum(0)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    v = torch.randn(B, dtype=torch.float64)
+    g_out = torch.autograd.grad((out * v).sum(), [f, raw])
+    g_ref = torch.autograd.grad((ref * v).sum(), [f, raw])
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     # constant (C,) parameters broadcast over the batch, float32 too
-    flow32 = sinh_arcsinh_affine(C)
+    flow32 = sinh_arcsinh_affine(C).float()
     p1, p2 = flow32.flows[0].constrained(), flow32.flows[1].constrained()
-    out = sal_log_softmax(f.detach().float(), p1["a"], p1["b"], p2["alpha"], p2["beta"], y)
-    torch.testing.assert_close(out, torch.full((Q, B), -math.log(C)))
+    out = fused.sal_expected_log_softmax(f.detach().float(), w.float(), p1["a"], p1["b"], p2["alpha"], p2["beta"], y)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.full((B,), -math.log(C) * w.sum().item(), dtype=torch.float32))
+    with pytest.raises(ValueError, match="weights"):
+        fused.sal_expected_log_softmax(f, w[:-1], p1["a"], p1["b"], p2["alpha"], p2["beta"], y)
