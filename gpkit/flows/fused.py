@@ -31,8 +31,8 @@ def _chunk(u: Tensor, w: Tensor, a: Tensor, b: Tensor, alpha: Tensor, beta: Tens
     s2, c2, e = buf.unbind(2)  # (n, Q, C) views: 2 sinh, 2 cosh, the unnormalised softmax
     half_alpha = 0.5 * alpha
     # with x = exp(b u - a): 2 sinh = x - 1/x and 2 cosh = x + 1/x, one exp for both
-    torch.addcmul(a.neg().unsqueeze(1), u.unsqueeze(-1), b.unsqueeze(1), out=s2).exp_()
-    torch.reciprocal(s2, out=c2)
+    torch.addcmul(a.unsqueeze(1), u.unsqueeze(-1), b.unsqueeze(1), value=-1, out=c2).exp_()  # 1/x
+    torch.reciprocal(c2, out=s2)
     s2.sub_(c2)
     torch.add(s2, c2, alpha=2.0, out=c2)  # (x - 1/x) + 2/x
     torch.addcmul(beta.unsqueeze(1), s2, half_alpha.unsqueeze(1), out=e)  # logits
