@@ -24,11 +24,10 @@ _CHUNK_ELEMENTS = 2**17  # B x Q x C elements per chunk: 3 buffers of them fit t
 def _chunk(u: Tensor, w: Tensor, a: Tensor, b: Tensor, alpha: Tensor, beta: Tensor, index: Tensor,
            buf: Tensor, out: Tensor, d_u: Tensor | None, d_params: Tensor | None) -> None:
     """The kernel on ``n`` inputs: ``u (n, Q)``, ``w (Q,)``, parameters ``(n, C)``, ``index (n, Q, 1)``, work space
-    ``buf (>= n, Q, 3, C)``. Writes the ``(n,)`` weighted log-probabilities into ``out`` and, given ``d_u (n, Q)``
+    ``buf (3, >= n, Q, C)``. Writes the ``(n,)`` weighted log-probabilities into ``out`` and, given ``d_u (n, Q)``
     and ``d_params (4, n, C)``, their derivatives with respect to ``u`` and ``a, b, alpha, beta``."""
     n, Q = u.shape
-    buf = buf[:n]
-    s2, c2, e = buf.unbind(2)  # (n, Q, C) views: 2 sinh, 2 cosh, the unnormalised softmax
+    s2, c2, e = buf[:, :n].unbind(0)  # contiguous (n, Q, C): 2 sinh, 2 cosh, the unnormalised softmax
     half_alpha = 0.5 * alpha
     # with x = exp(b u - a): 2 sinh = x - 1/x and 2 cosh = x + 1/x, one exp for both
     torch.addcmul(a.unsqueeze(1), u.unsqueeze(-1), b.unsqueeze(1), value=-1, out=c2).exp_()  # 1/x
@@ -71,7 +70,7 @@ class _SALExpectedLogSoftmax(torch.autograd.Function):
         # u: (B, Q) = asinh(f); w: (Q,); a, b, alpha, beta: (B, C); labels: (B,) long -> (B,)
         B, Q, C = u.size(0), u.size(1), a.size(-1)
         rows = max(1, min(B, _CHUNK_ELEMENTS // (Q * C)))
-        buf = torch.empty(rows, Q, 3, C, dtype=u.dtype, device=u.device)
+        buf = torch.empty(3, rows, Q, C, dtype=u.dtype, device=u.device)
         index = labels.view(B, 1, 1).expand(B, Q, 1)
         out = u.new_empty(B)
         d_u = d_params = None
