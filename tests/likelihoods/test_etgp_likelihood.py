@@ -77,6 +77,29 @@ def test_quadrature_matches_monte_carlo_with_input_dependent_flows(num_quadratur
     assert torch.allclose(likelihood.log_marginal(y, q, x=x), probs.gather(-1, y[:, None]).squeeze(-1).log())
 
 
+@pytest.mark.parametrize("input_dependent", [True, False])
+def test_fused_training_path_equals_the_plain_path(input_dependent):
+    """expected_log_prob through the fused kernel (nodes summed inside it) equals the plain autograd path
+    (GaussHermiteQuadrature1D over the flows' logits), for values and for every gradient: the GP's mean and
+    variance, the flow network and the flows' constant parameters."""
+    flow = _input_dependent() if input_dependent else _random_flow()
+    likelihood = ETGPLikelihood(flow)
+    assert likelihood._fused_sal
+    mean, var = torch.randn(6).requires_grad_(True), (0.2 + torch.rand(6)).requires_grad_(True)
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 1, 2])
+    kwargs = {"x": x} if input_dependent else {}
+    results = []
+    for fused in (True, False):
+        likelihood.fused = fused
+        elp = likelihood.expected_log_prob(y, MultivariateNormal(mean, torch.diag_embed(var)), **kwargs)
+        weights = torch.linspace(0.5, 1.5, 6)  # a gradient that differs across inputs
+        results.append((elp, torch.autograd.grad((elp * weights).sum(), [mean, var, *likelihood.parameters()])))
+    (fused_elp, fused_grads), (plain_elp, plain_grads) = results
+    torch.testing.assert_close(fused_elp, plain_elp, rtol=1e-12, atol=1e-12)
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_two_classes_identity_flows_give_logits_f_f():
     """With identity flows and C = 2 both logits are f: p(y) = 1/2 whatever q(f), so E log p = -log 2."""
     likelihood = ETGPLikelihood(sinh_arcsinh_affine(2))
