@@ -7,7 +7,8 @@ respect to every ``B x C`` parameter is ``B x C`` too: the forward computes it (
 backward only scales it by the incoming gradient. Nothing of size ``B x Q x C`` outlives the forward, which
 therefore runs on chunks of inputs small enough for the ``B x Q x C`` intermediates to stay in the CPU cache;
 per chunk it makes two transcendental passes (one ``exp`` gives both ``sinh`` and ``cosh``, one ``exp`` the
-softmax) and every sum over the nodes is one batched matrix product.
+softmax) and every sum over the nodes is one batched matrix product. What the backward keeps is ``4 x B x C``
+(the earlier kernel, whose output was per node, kept three ``B x Q x C`` tensors for its backward).
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def _chunk(u: Tensor, w: Tensor, a: Tensor, b: Tensor, alpha: Tensor, beta: Tens
     top = e.amax(dim=-1, keepdim=True)  # (n, Q, 1)
     chosen = e.gather(-1, index)
     total = e.sub_(top).exp_().sum(-1, keepdim=True)
-    torch.mv(chosen.sub_(top).sub_(total.log_()).view(n, Q), w, out=out)
+    torch.mv(chosen.sub_(top).sub_(total.log()).view(n, Q), w, out=out)
     if d_u is None:
         return
     # d/d logit_qc = w_q (onehot_c - softmax_qc): a dense part -r_q e_qc (r = w / total) and a one-hot part
-    r = w / total.exp_().view(n, Q)
+    r = w / total.view(n, Q)
     onehot = index[:, 0]  # (n, 1): the label's column
     s2_y, c2_y = s2.gather(-1, index).view(n, Q), c2.gather(-1, index).view(n, Q)
     s2.mul_(e)
