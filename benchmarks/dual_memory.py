@@ -302,7 +302,8 @@ def _earlier(bench) -> None:
     bench.note("Rows with a `run` mark were not produced by this invocation; the mark names the run they come from. "
                "Those of the 2026-12-02 run used a 30-epoch first fit and GPyTorch's plain GaussianLikelihood (noise "
                "start 0.69, no prior), not today's defaults; the offline SVGP baseline's protocol is unchanged. "
-               "Comparisons may pair rows of different runs.")
+               "Rows before 2026-12-03T12:00 predate the update's step-size schedule (full lr 0.1 M-steps in every "
+               "update). Comparisons may pair rows of different runs.")
     order = list(dict.fromkeys(r["case"] for r in bench.rows))
     bench.rows.sort(key=lambda r: order.index(r["case"]))
 
