@@ -24,7 +24,8 @@ memory GP fitted once on the initial design and then updated by one dual step pe
 Simple regret of the best observed true value; seconds of the surrogate update per step (median).
 
 Selecting what runs (default: everything): ``GPKIT_DUAL_CASES`` (comma-separated, from elevators, bike,
-magnetic, banana, bo), ``GPKIT_DUAL_VARIANTS`` (UCI/magnetometer rows, from unit, uniform, none, svgp).
+magnetic, banana, bo), ``GPKIT_DUAL_VARIANTS`` (UCI/magnetometer rows, from unit, uniform, none, svgp),
+``GPKIT_DUAL_SEEDS`` (comma-separated UCI stream seeds: order of the data and model seed; default 0).
 ``GPKIT_DUAL_EARLIER=path/to/an/earlier/dual_memory.json`` carries over the earlier run's rows for the (case,
 method) pairs not rerun, marked in a ``run`` column with that run's date. The run of 2026-12-02 labelled the
 rows differently (there "dual memory GP" was the ``"uniform"`` weighting and "dual memory GP (unit memory
@@ -132,7 +133,8 @@ def _regression_streams(bench, cfg):
         if name == "magnetic":  # the walk in time order; test on a fixed subsample of the other walks
             keep = torch.randperm(Xte.size(0), generator=torch.Generator().manual_seed(0))[:3000]
             Xte, yte = Xte[keep], yte[keep]
-        for seed in cfg["seeds"]:
+        seeds = [int(t) for t in os.environ.get("GPKIT_DUAL_SEEDS", "").split(",") if t.strip()] or cfg["seeds"]
+        for seed in seeds if name != "magnetic" else cfg["seeds"]:
             if name != "magnetic":
                 order = torch.randperm(Xtr.size(0), generator=torch.Generator().manual_seed(seed))
                 if cfg["max_train"]:
@@ -300,7 +302,8 @@ def _earlier(bench) -> None:
     bench.note("Rows with a `run` mark were not produced by this invocation; the mark names the run they come from. "
                "Those of the 2026-12-02 run used a 30-epoch first fit and GPyTorch's plain GaussianLikelihood (noise "
                "start 0.69, no prior), not today's defaults; the offline SVGP baseline's protocol is unchanged. "
-               "Comparisons may pair rows of different runs.")
+               "Rows before 2026-12-03T12:00 predate the update's step-size schedule (full lr 0.1 M-steps in every "
+               "update). Comparisons may pair rows of different runs.")
     order = list(dict.fromkeys(r["case"] for r in bench.rows))
     bench.rows.sort(key=lambda r: order.index(r["case"]))
 

@@ -52,7 +52,11 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     :meth:`update` (a new batch): retire the current batch (memory drawn by Bayesian leverage score without
     replacement, capped at ``memory_size``; the rest frozen), move the inducing points by greedy pivoted
     Cholesky over old inducing points and new inputs and carry the duals along, add the batch's sites, and
-    fit the hyperparameters on batch + memory with the inducing points fixed. Its cost depends on the batch
+    fit the hyperparameters on batch + memory with the inducing points fixed. The retired batches' sites keep the
+    kernel and noise of their time, so the fixed-dual objective is only faithful near those hyperparameters: the
+    update's Adam steps use the offline learning rate times the fraction of the data seen that the update holds
+    (batch + memory over all points so far, a 1/t stochastic-approximation schedule). With full steps at every
+    update, UCI bike's stream collapsed (see the dual memory docs page). Its cost depends on the batch
     size, ``M`` and ``memory_size``, not on how much data came before.
 
     ``num_inducing >= n`` uses the distinct training inputs as (fixed) inducing points: with a Gaussian
@@ -76,7 +80,8 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     :param learn_inducing_locations: learn the inducing locations in the offline :func:`gpkit.fit`
         (never in :meth:`update`, where the frozen duals are tied to them).
     :param rho: damping of the site updates; default 1 (Gaussian) or 0.5.
-    :param update_epochs: hyperparameter epochs per :meth:`update` (0: sites only).
+    :param update_epochs: hyperparameter epochs per :meth:`update` (0: sites only); their learning rate follows
+        the schedule above unless ``update(..., lr=...)`` is given.
     :param memory_weighting: the memory's ELL weights in the hyperparameter objective: ``"unit"`` (default,
         1 each: the memory as extra data), ``"uniform"`` (:math:`N_{\mathrm{old}}/|\mathrm{memory}|` each,
         summing to the number of retired points, the spec's choice) or ``"inverse_probability"`` (the same sum,
@@ -345,6 +350,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
 
             z_grad = strategy.inducing_points.requires_grad
             strategy.inducing_points.requires_grad_(False)
+            if "lr" not in fit_options:  # the stream's step-size schedule (see the class docstring)
+                seen = float(self.num_retired) + self._train_X.size(0)  # the memory is part of the retired data
+                fit_options["lr"] = self.fit_defaults["lr"] * self.num_data / seen
             try:
                 training.fit(self, epochs=epochs, **fit_options)
             finally:

@@ -11,6 +11,7 @@ from botorch.posteriors.gpytorch import GPyTorchPosterior
 from botorch.sampling import SobolQMCNormalSampler
 
 import gpkit
+import gpkit.training
 from gpkit.models import DualMemoryGP
 
 
@@ -171,6 +172,30 @@ def test_update_touches_only_batch_and_memory_and_costs_the_same(monkeypatch):
     # by default every datum held (batch and memory) is counted once in the objective
     assert torch.isclose(model._weights().sum(), torch.tensor(40.0 + 15, dtype=torch.float64))
     assert model.variational_strategy.inducing_points.shape == (20, 2)
+
+
+def test_update_steps_shrink_with_the_retired_data(monkeypatch):
+    """The frozen sites hold the kernel and noise of their time, so each update's M-step takes steps scaled by
+    the fraction of the data seen that the update holds (batch and memory); an explicit ``lr`` is used as given.
+    (With full steps at every update, UCI bike's stream collapsed: see the dual memory docs page.)"""
+    X, Y = _data(200, seed=2)
+    model = DualMemoryGP(X[:40], Y[:40], num_inducing=20, memory_size=15, memory_per_batch=5)
+    seen = []
+
+    def fake_fit(obj, **options):
+        seen.append((options["lr"], obj.num_data, float(obj.num_retired)))
+        return obj
+
+    monkeypatch.setattr(gpkit.training, "fit", fake_fit)
+    full = model.fit_defaults["lr"]
+    for i in range(1, 5):
+        model.update(X[40 * i : 40 * (i + 1)], Y[40 * i : 40 * (i + 1)])
+    assert [n for _, n, _ in seen] == [45, 50, 55, 55] and [r for _, _, r in seen] == [40, 80, 120, 160]
+    for lr, n, retired in seen:
+        assert math.isclose(lr, full * n / (retired + 40))  # 40 new points
+    assert seen[-1][0] < seen[0][0] < full
+    model.update(X[:40], Y[:40], lr=0.3)
+    assert seen[-1][0] == 0.3
 
 
 def test_memory_size_zero_and_bernoulli():
