@@ -7,9 +7,14 @@ inputs scaled to the unit cube, 20 scrambled-Sobol points, then ``steps`` rounds
 
 - SingleTaskGP + ``fit_gpytorch_mll`` (BoTorch defaults: Standardize, L-BFGS-B to convergence);
 - gpkit SWSGP and DKLGP with their defaults and ``gpkit.fit`` defaults (minimum steps + convergence test);
-- GPyTorch SVGP (``SingleTaskVariationalGP``, 64 inducing points or n if fewer, learned) and VNNGP
-  (``NNVariationalStrategy`` k = 8) inside BoTorch's ``ApproximateGPyTorchModel``, trained with
-  ``fit_gpytorch_mll`` on their ELBO (BoTorch's protocol for approximate models).
+- GPyTorch's SVGP (``gpkit.baselines.SVGPBaseline``, the distinct inputs up to 64 as learned inducing points) and
+  VNNGP (``VNNGPBaseline``, k = 8), Matérn-5/2 ARD on standardised targets, trained by ``gpkit.fit`` on the
+  full-batch ELBO under :data:`gpkit.benchmarking.CONVERGENCE`, inside BoTorch's ``ApproximateGPyTorchModel``;
+- Random (q uniform points per step, no model).
+
+``GPKIT_BO_PROBLEMS``, ``GPKIT_BO_ACQFS`` (``name:q,...``), ``GPKIT_BO_SEEDS``, ``GPKIT_BO_STEPS``, ``GPKIT_BO_METHODS``
+and ``GPKIT_BO_KG`` (``0``: no qKG case) override these; seeds run seed-major (every case and method at seed s
+before seed s + 1) and ``GPKIT_BO_DEADLINE`` stops starting new seeds.
 
 Metrics per method: final simple regret (f* - best observed f), its mean and standard deviation over
 seeds, seconds per BO step (fit + acquisition optimisation, median over steps), crashes (any exception
@@ -24,7 +29,8 @@ wall-time budget (``GPKIT_BO_BUDGET`` seconds, default 120): BoTorch's ``timeout
 whose fit takes over ``GPKIT_BO_STOP_FACTOR`` (2) times the budget ends there. ``GPKIT_BO_LARGE_SEEDS`` (10) and
 ``GPKIT_BO_DEADLINE`` (a Unix time after which no new seed starts) bound the seeds; ``GPKIT_BO_PARTS`` (default
 ``small,large``) picks the parts; without ``small``, the small-n rows are copied from the latest 10-seed
-``dklgp_bo`` / ``swsgp_bo`` results and marked as such.
+``dklgp_bo`` / ``swsgp_bo`` results and marked as such; without ``large``, the large-batch rows and notes of the
+previous ``results/bo.json`` are carried over unchanged.
 """
 
 from __future__ import annotations
