@@ -7,9 +7,14 @@ inputs scaled to the unit cube, 20 scrambled-Sobol points, then ``steps`` rounds
 
 - SingleTaskGP + ``fit_gpytorch_mll`` (BoTorch defaults: Standardize, L-BFGS-B to convergence);
 - gpkit SWSGP and DKLGP with their defaults and ``gpkit.fit`` defaults (minimum steps + convergence test);
-- GPyTorch SVGP (``SingleTaskVariationalGP``, 64 inducing points or n if fewer, learned) and VNNGP
-  (``NNVariationalStrategy`` k = 8) inside BoTorch's ``ApproximateGPyTorchModel``, trained with
-  ``fit_gpytorch_mll`` on their ELBO (BoTorch's protocol for approximate models).
+- GPyTorch's SVGP (``gpkit.baselines.SVGPBaseline``, the distinct inputs up to 64 as learned inducing points) and
+  VNNGP (``VNNGPBaseline``, k = 8), Matérn-5/2 ARD on standardised targets, trained by ``gpkit.fit`` on the
+  full-batch ELBO under :data:`gpkit.benchmarking.CONVERGENCE`, inside BoTorch's ``ApproximateGPyTorchModel``;
+- Random (q uniform points per step, no model).
+
+``GPKIT_BO_PROBLEMS``, ``GPKIT_BO_ACQFS`` (``name:q,...``), ``GPKIT_BO_SEEDS``, ``GPKIT_BO_STEPS``, ``GPKIT_BO_METHODS``
+and ``GPKIT_BO_KG`` (``0``: no qKG case) override these; seeds run seed-major (every case and method at seed s
+before seed s + 1) and ``GPKIT_BO_DEADLINE`` stops starting new seeds.
 
 Metrics per method: final simple regret (f* - best observed f), its mean and standard deviation over
 seeds, seconds per BO step (fit + acquisition optimisation, median over steps), crashes (any exception
@@ -24,7 +29,8 @@ wall-time budget (``GPKIT_BO_BUDGET`` seconds, default 120): BoTorch's ``timeout
 whose fit takes over ``GPKIT_BO_STOP_FACTOR`` (2) times the budget ends there. ``GPKIT_BO_LARGE_SEEDS`` (10) and
 ``GPKIT_BO_DEADLINE`` (a Unix time after which no new seed starts) bound the seeds; ``GPKIT_BO_PARTS`` (default
 ``small,large``) picks the parts; without ``small``, the small-n rows are copied from the latest 10-seed
-``dklgp_bo`` / ``swsgp_bo`` results and marked as such.
+``dklgp_bo`` / ``swsgp_bo`` results and marked as such; without ``large``, the large-batch rows and notes of the
+previous ``results/bo.json`` are carried over unchanged.
 """
 
 from __future__ import annotations
@@ -51,7 +57,10 @@ from botorch.test_functions import Ackley, Branin, Hartmann
 from botorch.utils.sampling import draw_sobol_samples
 
 import gpkit
+from gpkit.baselines import SVGPBaseline, VNNGPBaseline
+from gpkit.benchmarking import CONVERGENCE, CONVERGENCE_RULE
 from gpkit.models import SWSGP
+from gpkit.variational import init_inducing_points
 
 try:
     from gpkit.models import DKLGP
@@ -74,10 +83,12 @@ def _config(bench) -> dict:
                 "methods": ("SingleTaskGP", "SWSGP", "SVGP"), "parts": parts,
                 "large": {**large, "n0": 300, "q": 150, "n_max": 600, "large_seeds": 1,
                           "large_methods": ("SingleTaskGP", "DKLGP", "SWSGP", "Random")}}
-    return {"problems": ("branin", "hartmann6", "ackley10"),
-            "acqfs": (("qLogEI", 1), ("qLogEI", 4), ("qLogNEI", 1), ("qLogNEI", 4), ("qUCB", 1), ("qUCB", 4)),
-            "seeds": 10, "steps": 20, "kg": True, "parts": parts,
-            "methods": ("SingleTaskGP", "SWSGP", "DKLGP", "SVGP", "VNNGP"),
+    acqfs = env("GPKIT_BO_ACQFS", "qLogEI:1,qLogEI:4,qLogNEI:1,qLogNEI:4,qUCB:1,qUCB:4")
+    return {"problems": tuple(env("GPKIT_BO_PROBLEMS", "branin,hartmann6,ackley10").split(",")),
+            "acqfs": tuple((a, int(q)) for a, q in (x.split(":") for x in acqfs.split(","))),
+            "seeds": int(env("GPKIT_BO_SEEDS", 10)), "steps": int(env("GPKIT_BO_STEPS", 20)),
+            "kg": env("GPKIT_BO_KG", "1") == "1", "parts": parts,
+            "methods": tuple(env("GPKIT_BO_METHODS", "SingleTaskGP,SWSGP,DKLGP,SVGP,VNNGP,Random").split(",")),
             "large": {**large, "n0": 2000, "q": 1000, "n_max": 10000}}
 
 
@@ -93,45 +104,47 @@ def _problem(name: str, dtype):
     return objective, f.dim, float(f.optimal_value)
 
 
-class _VNNGP(gpytorch.models.ApproximateGP):
-    def __init__(self, X, k=8):
-        q = gpytorch.variational.MeanFieldVariationalDistribution(X.size(0))
-        strategy = gpytorch.variational.NNVariationalStrategy(self, X, q, k=min(k, X.size(0) - 1),
-                                                              training_batch_size=X.size(0))
-        super().__init__(strategy)
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(2.5, ard_num_dims=X.size(-1)))
+def _approximate_baseline(method: str, X, Y):
+    """GPyTorch's SVGP or VNNGP (gpkit.baselines) on the standardised targets, trained by gpkit.fit on the ELBO to
+    convergence under :data:`gpkit.benchmarking.CONVERGENCE` (full batch, all hyperparameters learned), then
+    wrapped as BoTorch's ``ApproximateGPyTorchModel`` with the ``Standardize`` transform that undoes the scaling.
 
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+    :return: the BoTorch model and the optimizer steps its fit ran.
+    """
+    n, d = X.shape
+    transform = Standardize(1)
+    Yt, _ = transform(Y)
+    transform.eval()
+    likelihood = gpytorch.likelihoods.GaussianLikelihood().to(X)
+    covar = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=d)).to(X)
+    options = {**CONVERGENCE, "batch_size": n, "progress": False, "seed": 0}
+    if method == "SVGP":  # inducing points: all (distinct) inputs up to 64, learned
+        inner = SVGPBaseline(init_inducing_points(X, min(64, torch.unique(X, dim=0).size(0))), covar_module=covar)
+        gpkit.fit(inner, train_X=X, train_Y=Yt, likelihood=likelihood, **options)
+    else:  # VNNGP: every input is an inducing point, k = 8 neighbours
+        inner = VNNGPBaseline(X, Yt.squeeze(-1), covar, likelihood, k=min(8, n - 1), batch_size=n)
+        gpkit.fit(inner, **options)
+    model = ApproximateGPyTorchModel(inner, likelihood, num_outputs=1)
+    model.outcome_transform = transform
+    return model.eval(), len(inner.fit_history)
 
 
 def _fit(method: str, X, Y, seed: int | None = None):
-    """Fit ``method`` on ``(X, Y)`` from scratch with its defaults (``seed``: gpkit.fit's seed, gpkit models)."""
+    """Fit ``method`` on ``(X, Y)`` from scratch with its defaults (``seed``: gpkit.fit's seed, gpkit models).
+
+    :return: the model and the optimizer steps of the fit where the convergence rule caps them (SVGP, VNNGP).
+    """
     if method == "SingleTaskGP":
         model = SingleTaskGP(X, Y)
         fit_gpytorch_mll(gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model))
-        return model
+        return model, None
     if method == "SWSGP":
-        return gpkit.fit(SWSGP(X, Y), progress=False, seed=seed)
+        return gpkit.fit(SWSGP(X, Y), progress=False, seed=seed), None
     if method == "DKLGP":
-        return gpkit.fit(DKLGP(X, Y), progress=False, seed=seed)
-    if method == "SVGP":
-        model = SingleTaskVariationalGP(X, Y, inducing_points=min(64, X.size(0)), outcome_transform=Standardize(1))
-    elif method == "VNNGP":
-        tf = Standardize(1)
-        Yt, _ = tf(Y)
-        inner = _VNNGP(X)
-        model = ApproximateGPyTorchModel(inner, gpytorch.likelihoods.GaussianLikelihood(), num_outputs=1)
-        model.outcome_transform = tf
-        model.model.train_inputs, model.model.train_targets = (X,), Yt.squeeze(-1)
-    else:
-        raise ValueError(method)
-    mll = gpytorch.mlls.VariationalELBO(model.likelihood, model.model, num_data=X.size(0))
-    if method == "VNNGP":
-        inner.variational_strategy.current_training_indices = torch.arange(X.size(0))
-    fit_gpytorch_mll(mll)
-    return model
+        return gpkit.fit(DKLGP(X, Y), progress=False, seed=seed), None
+    if method in ("SVGP", "VNNGP"):
+        return _approximate_baseline(method, X, Y)
+    raise ValueError(f"method must be SingleTaskGP, SWSGP, DKLGP, SVGP, VNNGP or Random, got {method!r}")
 
 
 def _acqf(name: str, model, X, Y, beta: float = 2.0):
@@ -155,14 +168,23 @@ def _loop(problem: str, method: str, acqf: str, q: int, seed: int, steps: int, a
     torch.manual_seed(seed)
     X = draw_sobol_samples(bounds, n=20, q=1, seed=seed).squeeze(-2)
     Y = objective(X)
-    times, fit_times, crash = [], [], None
+    times, fit_times, fit_steps, crash = [], [], [], None
+    gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in range(steps):
             start = time.perf_counter()
             try:
-                model = _fit(method, X, Y, seed=step if fit_seed else None)
+                if method == "Random":  # no model: q uniform points
+                    cand = torch.rand(q, d, generator=gen, dtype=X.dtype)
+                    fit_times.append(0.0)
+                    times.append(time.perf_counter() - start)
+                    X, Y = torch.cat([X, cand]), torch.cat([Y, objective(cand)])
+                    continue
+                model, nsteps = _fit(method, X, Y, seed=step if fit_seed else None)
                 fit_times.append(time.perf_counter() - start)
+                if nsteps is not None:
+                    fit_steps.append(nsteps)
                 opts = {"num_restarts": 4, "raw_samples": 64, "options": {"maxiter": 100}}
                 if acqf == "qKG":
                     opts = {"num_restarts": 2, "raw_samples": 32, "options": {"maxiter": 30}}
@@ -177,7 +199,7 @@ def _loop(problem: str, method: str, acqf: str, q: int, seed: int, steps: int, a
         kinds[w.category.__name__] = kinds.get(w.category.__name__, 0) + 1
     return {"regret": optimum - Y.max().item(), "sec_per_step": statistics.median(times) if times else math.nan,
             "fit_seconds": statistics.median(fit_times) if fit_times else math.nan,
-            "crash": crash, "warnings": len(caught), "warning_kinds": kinds}
+            "crash": crash, "warnings": len(caught), "warning_kinds": kinds, "fit_steps": fit_steps}
 
 
 def _budget_callback(method: str, n: int, budget: float | None):
@@ -363,28 +385,89 @@ def _cite_small_n(bench) -> None:
 
 
 def _small_n(bench, cfg: dict) -> None:
+    """Part 1, seed-major: every case and method runs seed s before any runs seed s + 1 (methods interleaved, so
+    load changes on the machine hit all alike, and a ``GPKIT_BO_DEADLINE`` cut leaves equal seeds everywhere)."""
     methods = [m for m in cfg["methods"] if m != "DKLGP" or DKLGP is not None]
     runs = [(a, q) for a, q in cfg["acqfs"]] + ([("qKG", 1)] if cfg["kg"] else [])
-    for problem in cfg["problems"]:
-        for acqf, q in runs:
-            if acqf == "qKG" and problem != "branin":
+    cases = [(p, a, q) for p in cfg["problems"] for a, q in runs if a != "qKG" or p == "branin"]
+    deadline = float(os.environ.get("GPKIT_BO_DEADLINE", "inf"))  # a Unix time: start no new seed after it
+    results = {(c, m): [] for c in cases for m in methods}
+    for seed in range(cfg["seeds"]):
+        if seed and time.time() > deadline:
+            break
+        for problem, acqf, q in cases:
+            if acqf == "qKG" and seed:  # one seed of qKG
                 continue
-            case = f"{problem} {acqf} q={q}"
-            seeds = 1 if acqf == "qKG" else cfg["seeds"]
             for method in methods:
-                res = [_loop(problem, method, acqf, q, seed, cfg["steps"]) for seed in range(seeds)]
-                regrets = [r["regret"] for r in res]
-                crashes = [r["crash"] for r in res if r["crash"]]
-                bench.add(case, method, regret_mean=statistics.mean(regrets),
-                          regret_std=statistics.pstdev(regrets), sec_per_step=statistics.median(
-                              [r["sec_per_step"] for r in res if not math.isnan(r["sec_per_step"])] or [math.nan]),
-                          crashes=len(crashes), warnings=sum(r["warnings"] for r in res), seeds=seeds,
-                          first_crash=crashes[0] if crashes else "")
-                _log(f"{case} {method}: regret {statistics.mean(regrets):.4g}, crashes {len(crashes)}")
+                r = _loop(problem, method, acqf, q, seed, cfg["steps"])
+                results[(problem, acqf, q), method].append(r)
+                _log(f"{problem} {acqf} q={q} {method} seed {seed}: regret {r['regret']:.5g}, {r['sec_per_step']:.2f} "
+                     f"s/step, fit steps {r['fit_steps']}, warnings {r['warning_kinds']}, crash {r['crash']}")
+    for (problem, acqf, q), method in results:
+        res = results[(problem, acqf, q), method]
+        if not res:
+            continue
+        regrets = [r["regret"] for r in res]
+        crashes = [r["crash"] for r in res if r["crash"]]
+        kinds = {}
+        for r in res:
+            for k, v in r["warning_kinds"].items():
+                kinds[k] = kinds.get(k, 0) + v
+        steps = [n for r in res for n in r["fit_steps"]]
+        bench.add(f"{problem} {acqf} q={q}", method, regret_mean=statistics.mean(regrets),
+                  regret_std=statistics.pstdev(regrets), regrets=[round(x, 5) for x in regrets],
+                  sec_per_step=statistics.median(
+                      [r["sec_per_step"] for r in res if not math.isnan(r["sec_per_step"])] or [math.nan]),
+                  fit_sec_per_step=statistics.median(
+                      [r["fit_seconds"] for r in res if not math.isnan(r["fit_seconds"])] or [math.nan]),
+                  crashes=len(crashes), warnings=sum(kinds.values()), warning_kinds=kinds, seeds=len(res),
+                  steps=cfg["steps"], fit_steps_max=max(steps) if steps else None,
+                  fits_at_cap=sum(n >= CONVERGENCE["max_iter"] for n in steps) if steps else None,
+                  first_crash=crashes[0] if crashes else "")
+        base = results.get(((problem, acqf, q), "SingleTaskGP"))
+        if method != "SingleTaskGP" and base and len(base) == len(res) > 1:
+            diff = [r["regret"] - b["regret"] for r, b in zip(res, base, strict=True)]
+            bench.note(f"{problem} {acqf} q={q}, {method} - SingleTaskGP regret, paired over {len(diff)} seeds (same "
+                       f"Sobol start): {statistics.mean(diff):.4g} +- {statistics.stdev(diff) / len(diff) ** 0.5:.2g} "
+                       f"(mean +- standard error); {method} lower on {sum(d < 0 for d in diff)}, higher on "
+                       f"{sum(d > 0 for d in diff)}.")
+    bench.note(
+        f"Small n: {cfg['steps']} BO steps after 20 Sobol points; all methods refit from scratch every step on all "
+        "data, hyperparameters learned each time: SingleTaskGP by fit_gpytorch_mll (BoTorch defaults, L-BFGS-B to "
+        "convergence); SWSGP / DKLGP with their defaults and gpkit.fit's defaults; SVGP (inducing points: the distinct "
+        "inputs, up to 64, learned) and VNNGP (all inputs inducing, k = 8) from gpkit.baselines, Matern-5/2 ARD, "
+        f"Standardize, full-batch ELBO, {CONVERGENCE_RULE}; fit_steps_max / fits_at_cap: their longest fit and the fits "
+        "that hit the cap. Random: q uniform points per step. regret = f* - best observed f (mean, population std over "
+        "seeds); sec_per_step = median over steps of fit + optimize_acqf (4 restarts, 64 raw samples, maxiter 100), "
+        "then median over seeds; warnings: every warning raised inside the loops (warning_kinds by category). "
+        "VNNGP: GPyTorch's NNVariationalStrategy rejects test inputs with a batch shape (b x q x d, as optimize_acqf "
+        "passes them); gpkit.baselines.VNNGPBaseline evaluates the flattened batch (exact: its predictive covariance "
+        "is diagonal)."
+    )
+
+
+_LARGE = "ackley10 large batch"
+
+
+def _carry_large(bench, previous: dict | None) -> None:
+    """Part 2 not run here: keep the large-batch rows and notes of the previous bo.json, marked as carried."""
+    if not previous:
+        return
+    rows = [r for r in previous["rows"] if r["case"].startswith(_LARGE)]
+    for row in rows:
+        bench.add(row["case"], row["method"], **{k: v for k, v in row.items() if k not in ("case", "method")})
+    if rows:
+        bench.note(f"Large batch (part 2) not rerun here: its rows and notes are carried over unchanged from the "
+                   f"bo.json of {previous['environment']['date']}.")
+    for note in previous["notes"]:
+        if note.startswith(("Large batch:", "The full-length large-batch", "Run ")):
+            bench.note(note)
 
 
 def main(bench) -> None:
     cfg = _config(bench)
+    previous = Path(__file__).with_name("results") / "bo.json"
+    previous = json.loads(previous.read_text()) if previous.exists() and not bench.quick else None
     if "small" in cfg["parts"]:
         _small_n(bench, cfg)
     else:
@@ -394,7 +477,9 @@ def main(bench) -> None:
                    "with their dates; SVGP / VNNGP have no small-n rows there.")
         bench.note("dklgp_bo protocol: qLogEI q = 2, 20 Sobol points + 10 steps, 10 seeds; swsgp_bo: this file's "
                    "loop, qLogEI q = 1 or 4, 20 Sobol points + 20 steps, 10 seeds. regret = f* - best observed f.")
-    if "large" in cfg["parts"]:
+    if "large" not in cfg["parts"]:
+        _carry_large(bench, previous)
+    else:
         _large_batch(bench, cfg["large"])
         lg = cfg["large"]
         bench.note(
@@ -410,7 +495,7 @@ def main(bench) -> None:
             "would only be slower). sec_per_round = median over rounds of fit + candidate scoring; regret = f* - best "
             "observed after the loop's last round (f* = 0)."
         )
-    for method in ("SWSGP", "DKLGP"):
+    for method in ("SWSGP", "DKLGP", "SVGP", "VNNGP"):
         bench.compare(method, ["SingleTaskGP"], ["regret_mean", "sec_per_step", "sec_per_round", "fit_sec_per_round"])
     bench.note(
         "Timings on a shared, loaded 2-core CPU (other jobs running): compare ratios within this run only."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gpytorch
+from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
 __all__ = ["SVGPBaseline", "VNNGPBaseline"]
@@ -72,6 +73,16 @@ class VNNGPBaseline(gpytorch.models.ApproximateGP):
 
     def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    def __call__(self, inputs: Tensor | None, prior: bool = False, **kwargs) -> gpytorch.distributions.MultivariateNormal:
+        """Also takes batched test inputs ``(*batch, q, d)``, as BoTorch's acquisition optimisation passes them:
+        GPyTorch's ``NNVariationalStrategy`` only accepts its inducing points' batch shape, but its predictive
+        covariance is diagonal, so evaluating the flattened batch and reshaping it is exact."""
+        if self.training or prior or inputs is None or inputs.dim() <= 2:
+            return super().__call__(inputs, prior=prior, **kwargs)
+        batch = inputs.shape[:-1]  # shape: (*batch, q)
+        flat = super().__call__(inputs.reshape(-1, inputs.size(-1)), **kwargs)
+        return gpytorch.distributions.MultivariateNormal(flat.mean.reshape(batch), DiagLinearOperator(flat.variance.reshape(batch)))
 
     @property
     def num_data(self) -> int:
