@@ -453,12 +453,9 @@ def _carry_large(bench, previous: dict | None) -> None:
     """Part 2 not run here: keep the large-batch rows and notes of the previous bo.json, marked as carried."""
     if not previous:
         return
-    rows = [r for r in previous["rows"] if r["case"].startswith(_LARGE)]
-    for row in rows:
-        bench.add(row["case"], row["method"], **{k: v for k, v in row.items() if k not in ("case", "method")})
-    if rows:
-        bench.note(f"Large batch (part 2) not rerun here: its rows and notes are carried over unchanged from the "
-                   f"bo.json of {previous['environment']['date']}.")
+    if bench.carry_over(previous, keep=lambda row: row["case"].startswith(_LARGE)):
+        bench.note(f"Large batch (part 2) not rerun here: its rows (marked `run`) and notes are carried over "
+                   f"unchanged from the bo.json of {previous['environment']['date']}.")
     for note in previous["notes"]:
         if note.startswith(("Large batch:", "The full-length large-batch", "Run ")):
             bench.note(note)

@@ -26,16 +26,13 @@ Simple regret of the best observed true value; seconds of the surrogate update p
 Selecting what runs (default: everything): ``GPKIT_DUAL_CASES`` (comma-separated, from elevators, bike,
 magnetic, banana, bo), ``GPKIT_DUAL_VARIANTS`` (UCI/magnetometer rows, from unit, uniform, none, svgp),
 ``GPKIT_DUAL_SEEDS`` (comma-separated UCI stream seeds: order of the data and model seed; default 0).
-``GPKIT_DUAL_EARLIER=path/to/an/earlier/dual_memory.json`` carries over the earlier run's rows for the (case,
-method) pairs not rerun, marked in a ``run`` column with that run's date. The run of 2026-12-02 labelled the
-rows differently (there "dual memory GP" was the ``"uniform"`` weighting and "dual memory GP (unit memory
-weight)" today's default); carried-over rows are relabelled. Those rows predate the default likelihood's noise
-prior and used a 30-epoch first fit (and GPyTorch's plain ``GaussianLikelihood``, noise starting at 0.69).
+With ``GPKIT_BENCH_KEEP=1`` (any benchmark) the rows of the results file being replaced are kept for the (case,
+method) pairs not rerun, marked in a ``run`` column with the run they come from; the file's notes say which
+earlier runs used other defaults.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -279,41 +276,11 @@ def _bo(bench, cfg):
                       steps=cfg["bo_steps"])
 
 
-def _earlier(bench) -> None:
-    """Rows of an earlier run (``$GPKIT_DUAL_EARLIER``, a results json) for the (case, method) pairs this run did
-    not produce, marked with that run's date and labelled as today (its "dual memory GP" was the uniform weight)."""
-    path = os.environ.get("GPKIT_DUAL_EARLIER")
-    if not path:
-        return
-    old = json.loads(open(path).read())
-    stamp = old["environment"]["date"][:16]
-    rename = {"dual memory GP": "dual memory GP (memory weight N_old/|memory|)",
-              "dual memory GP (unit memory weight)": "dual memory GP"}
-    done = {(r["case"], r["method"]) for r in bench.rows}
-    for row in old["rows"]:
-        if row.get("run"):  # already carried over once: keep its mark
-            method, mark = row["method"], row["run"]
-        else:
-            method = rename.get(row["method"], row["method"]) if stamp.startswith("2026-12-02") else row["method"]
-            mark = f"earlier run {stamp}" if stamp.startswith("2026-12-02") else f"run {stamp}"
-        if (row["case"], method) not in done:
-            rest = {k: v for k, v in row.items() if k not in ("case", "method", "run")}
-            bench.add(row["case"], method, run=mark, **rest)
-    bench.note("Rows with a `run` mark were not produced by this invocation; the mark names the run they come from. "
-               "Those of the 2026-12-02 run used a 30-epoch first fit and GPyTorch's plain GaussianLikelihood (noise "
-               "start 0.69, no prior), not today's defaults; the offline SVGP baseline's protocol is unchanged. "
-               "Rows before 2026-12-03T12:00 predate the update's step-size schedule (full lr 0.1 M-steps in every "
-               "update). Comparisons may pair rows of different runs.")
-    order = list(dict.fromkeys(r["case"] for r in bench.rows))
-    bench.rows.sort(key=lambda r: order.index(r["case"]))
-
-
 def main(bench) -> None:
     cfg = _config(bench)
     _regression_streams(bench, cfg)
     _banana(bench, cfg)
     _bo(bench, cfg)
-    _earlier(bench)
     bench.compare("dual memory GP", ["offline SVGP (all data)", "no memory"], ["rmse", "update_seconds"],
                   differences=["nlpd"])
     bench.compare("dual memory GP (memory weight N_old/|memory|)", ["offline SVGP (all data)", "no memory"], ["rmse"],

@@ -273,6 +273,29 @@ class Benchmark:
         """A paragraph for the markdown report (setup, cost growth, what did not reproduce)."""
         self.notes.append(text)
 
+    def carry_over(self, previous: dict, keep: Callable[[dict], bool] | None = None) -> int:
+        """Add an earlier run's rows (``previous``: its results json) for the (case, method) pairs this run has
+        not produced, so a partial rerun does not erase the rest of a table.
+
+        Each carried row gets a ``run`` mark naming the run it comes from (its date), or keeps the mark it
+        already has. Call it after this run's own rows are in.
+
+        :param keep: carry only the rows for which ``keep(row)`` is true (default: every row).
+        :return: how many rows were carried.
+        """
+        done = {(r["case"], r["method"]) for r in self.rows}
+        stamp = f"run {previous['environment']['date'][:16]}"
+        carried = 0
+        for row in previous["rows"]:
+            if (row["case"], row["method"]) in done or (keep is not None and not keep(row)):
+                continue
+            rest = {k: v for k, v in row.items() if k not in ("case", "method", "run")}
+            self.add(row["case"], row["method"], run=row.get("run", stamp), **rest)
+            carried += 1
+        order = list(dict.fromkeys(r["case"] for r in self.rows))
+        self.rows.sort(key=lambda r: order.index(r["case"]))  # stable: each case's rows stay together, in order
+        return carried
+
     # ------------------------------------------------------------------ reporting
     def ratios(self) -> list[dict]:
         out = []
@@ -351,13 +374,14 @@ class Benchmark:
         if self.results_dir is not None:
             self.save(self.results_dir)
 
+    def results_path(self, suffix: str, results_dir: Path | str | None = None) -> Path:
+        """``<results_dir>/<name>[-quick][-cuda].<suffix>`` (default folder: :attr:`results_dir`)."""
+        stem = f"{self.name}{'-quick' if self.quick else ''}{'-cuda' if self.device.type == 'cuda' else ''}"
+        return Path(self.results_dir if results_dir is None else results_dir) / f"{stem}.{suffix}"
+
     def save(self, results_dir: Path | str) -> tuple[Path, Path]:
-        results_dir = Path(results_dir)
-        results_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{self.name}{'-quick' if self.quick else ''}"
-        if self.device.type == "cuda":
-            stem += "-cuda"
-        json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
+        Path(results_dir).mkdir(parents=True, exist_ok=True)
+        json_path, md_path = self.results_path("json", results_dir), self.results_path("md", results_dir)
         payload = {
             "benchmark": self.name,
             "environment": self.environment(),
@@ -428,7 +452,14 @@ def run_benchmark(name: str, device: str = "cpu", quick: bool = False, results_d
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     bench = Benchmark(name=name, device=torch_device, quick=quick, results_dir=Path(results_dir or path.parent / "results"))
+    # GPKIT_BENCH_KEEP=1: a partial rerun (one case, a few seeds) keeps the rows of the results it replaces
+    earlier = bench.results_path("json")
+    earlier = json.loads(earlier.read_text()) if os.environ.get("GPKIT_BENCH_KEEP") == "1" and earlier.is_file() else None
     module.main(bench)
+    if earlier is not None and bench.carry_over(earlier):
+        bench.note("Rows with a `run` mark were not produced by this invocation (GPKIT_BENCH_KEEP=1); the mark names "
+                   "the run they come from, whose setup notes follow.")
+        bench.notes += [n for n in earlier["notes"] if n not in bench.notes]
     json_path, md_path = bench.save(bench.results_dir)
     print(bench.markdown())
     print(f"wrote {json_path} and {md_path}")

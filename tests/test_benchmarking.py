@@ -98,3 +98,38 @@ def test_train_converges_and_snapshots_at_the_time_budget():
     capped = Benchmark("toy").train(SVGPBaseline(X[:8].clone()), max_iter=40, train_X=X, train_Y=y,
                                     likelihood=gpytorch.likelihoods.GaussianLikelihood().to(X), batch_size=50)
     assert not capped.converged and capped.steps == 40 and capped.at_budget is None
+
+
+def test_a_partial_rerun_keeps_the_rows_it_did_not_produce(tmp_path, monkeypatch):
+    (tmp_path / "benchmarks").mkdir()
+    script = tmp_path / "benchmarks" / "toy.py"
+    script.write_text("def main(bench):\n    bench.add('a', 'gpkit', rmse=1.0)\n    bench.add('b', 'gpkit', rmse=2.0)\n"
+                      "    bench.note('setup one')\n")
+    monkeypatch.chdir(tmp_path)
+    run_benchmark("toy")
+    # a rerun of case "a" only, with a new number: "b" is kept and marked, "a" is today's
+    script.write_text("def main(bench):\n    bench.add('a', 'gpkit', rmse=0.5)\n    bench.add('a', 'base', rmse=1.5)\n")
+    monkeypatch.setenv("GPKIT_BENCH_KEEP", "1")
+    rows = run_benchmark("toy").rows
+    assert [(r["case"], r["method"], r["rmse"]) for r in rows] == [("a", "gpkit", 0.5), ("a", "base", 1.5), ("b", "gpkit", 2.0)]
+    assert "run" not in rows[0] and rows[2]["run"].startswith("run 20")
+    payload = json.loads((tmp_path / "benchmarks" / "results" / "toy.json").read_text())
+    assert len(payload["rows"]) == 3 and "setup one" in payload["notes"]
+    # a row carried twice keeps the mark of the run that produced it, not that of the run carrying it
+    mark = rows[2]["run"]
+    results = tmp_path / "benchmarks" / "results" / "toy.json"
+    results.write_text(json.dumps({**payload, "environment": {**payload["environment"], "date": "2000-01-01T00:00"}}))
+    assert run_benchmark("toy").rows[2]["run"] == mark
+    # without the variable the file is replaced
+    monkeypatch.delenv("GPKIT_BENCH_KEEP")
+    assert len(run_benchmark("toy").rows) == 2
+
+
+def test_carry_over_filters_rows():
+    bench = Benchmark("toy")
+    bench.add("a", "gpkit", rmse=1.0)
+    previous = {"environment": {"date": "2026-01-01T00:00:00"}, "rows": [
+        {"case": "a", "method": "gpkit", "rmse": 9.0}, {"case": "big", "method": "gpkit", "rmse": 3.0},
+        {"case": "small", "method": "gpkit", "rmse": 4.0}]}
+    assert bench.carry_over(previous, keep=lambda row: row["case"] == "big") == 1
+    assert bench.rows[1] == {"case": "big", "method": "gpkit", "rmse": 3.0, "run": "run 2026-01-01T00:00"}
