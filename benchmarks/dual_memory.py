@@ -64,6 +64,12 @@ def _selected(env: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _config(bench) -> dict:
+    cfg = _defaults(bench)
+    env_seeds = [int(t) for t in os.environ.get("GPKIT_DUAL_SEEDS", "").split(",") if t.strip()]
+    return {**cfg, "uci_seeds": tuple(env_seeds) or cfg["seeds"]}  # UCI streams only; magnetometer keeps "seeds"
+
+
+def _defaults(bench) -> dict:
     if bench.quick:
         return {"uci": ("elevators",), "batches": 10, "max_train": 3000, "seeds": (0,), "magnetic": False,
                 "magnetic_batches": 5, "bo_steps": 5, "bo_seeds": (0,), "banana_seeds": (0,), "svgp_epochs": 10}
@@ -130,8 +136,7 @@ def _regression_streams(bench, cfg):
         if name == "magnetic":  # the walk in time order; test on a fixed subsample of the other walks
             keep = torch.randperm(Xte.size(0), generator=torch.Generator().manual_seed(0))[:3000]
             Xte, yte = Xte[keep], yte[keep]
-        seeds = [int(t) for t in os.environ.get("GPKIT_DUAL_SEEDS", "").split(",") if t.strip()] or cfg["seeds"]
-        for seed in seeds if name != "magnetic" else cfg["seeds"]:
+        for seed in cfg["seeds"] if name == "magnetic" else cfg["uci_seeds"]:
             if name != "magnetic":
                 order = torch.randperm(Xtr.size(0), generator=torch.Generator().manual_seed(seed))
                 if cfg["max_train"]:
