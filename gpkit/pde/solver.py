@@ -413,11 +413,13 @@ class KroneckerPDESolver(torch.nn.Module):
             C0 = mode_product(C0, Q.mT, i)
         U_gn, info_gn = gauss_newton_collocation(equations, C0, expand, max_steps=max_steps)
         info_gn = {**info_gn, "method": "gauss-newton", "basis_size": m}
-        # keep the one whose worse check is lower: the residual between grid points or the largest grid
-        # equation (Gauss-Newton in a truncated range can miss the boundary data); neither uses a solution
+        # Gauss-Newton is a least-squares solve in a truncated range and can miss the grid equations (e.g. the
+        # boundary data of a linear solution): it is kept when it meets them (largest scaled equation <= 1e-3, or
+        # no worse than Newton) with the lower residual between grid points; neither check uses a solution
         mid, mid_gn = self.midpoint_residual(U), self.midpoint_residual(U_gn)
         info["midpoint_residual"], info_gn["midpoint_residual"] = mid, mid_gn
-        if max(mid_gn, info_gn["residual"]) < max(mid, info["residual"]):
+        meets_grid = info_gn["residual"] <= max(1e-3, info["residual"])
+        if meets_grid and mid_gn < mid:
             return U_gn, {**info_gn, "newton": info}
         return U, {**info, "gauss_newton": info_gn}
 
@@ -438,9 +440,9 @@ class KroneckerPDESolver(torch.nn.Module):
         several roots). For such a kernel the finish also solves the same equations by Gauss-Newton in the
         least-squares sense over the kernel's numerical range (the tensor product of each factor's eigenvectors
         with eigenvalues above the jitter; dense Jacobian, at most 3e7 entries) from the same start, and keeps
-        whichever of the two has the lower of its two checks, the residual between grid points and the largest
-        grid equation (Newton stops before a step whose GMRES solve leaves a relative residual above 0.1; its
-        iterate there is the candidate). A
+        Gauss-Newton's solution if it meets the grid equations (largest scaled equation at most 1e-3, or no
+        worse than Newton's) with the lower residual between grid points, else Newton's (Newton stops before a
+        step whose GMRES solve leaves a relative residual above 0.1; its iterate there is the candidate). A
         full-rank kernel, or one whose reduced Jacobian would be larger, uses Newton alone (as before).
         ``finish_info["method"]`` says which was kept (``"newton"`` or ``"gauss-newton"``, with
         ``basis_size``), the other's info is under ``"gauss_newton"`` / ``"newton"``.
