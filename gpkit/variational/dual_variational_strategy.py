@@ -206,11 +206,13 @@ class DualVariationalStrategy(_VariationalStrategy):
     @cached(name="dual_terms_memo")
     def _terms(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(L, C, m, B^-1 - I)``: chol of K (+ jitter), chol of B, the whitened mean and the middle factor of the
-        predictive covariance."""
+        predictive covariance (``None`` in training)."""
         with torch.no_grad() if self.keeps_test_caches() else nullcontext():
             chol = psd_safe_cholesky(self.prior_distribution.covariance_matrix)
             lambda1, Lambda2 = self.duals
             chol_b, m_w = _whitened(chol, lambda1, Lambda2)
+            if self.training:  # the middle factor serves joint predictions (eval mode) only
+                return chol, chol_b, m_w, None
             eye = torch.eye(chol_b.size(-1), dtype=chol_b.dtype, device=chol_b.device)
             return chol, chol_b, m_w, torch.cholesky_inverse(chol_b) - eye
 
@@ -268,6 +270,8 @@ class DualVariationalStrategy(_VariationalStrategy):
             k_diag = prior_x.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1)
             var = (k_diag - w.pow(2).sum(-2)).clamp_min(0) + v.pow(2).sum(-2)
             return MultivariateNormal(mean, DiagLinearOperator(var))
+        if middle is None:  # training, joint covariance asked for
+            middle = torch.cholesky_inverse(chol_b) - torch.eye(chol_b.size(-1), dtype=w.dtype, device=w.device)
         k_xx = prior_x.lazy_covariance_matrix
         if x.size(-2) <= w.size(-2):  # n <= M (e.g. BO's q-batches): dense, at no more than the cost of w
             covar = k_xx.to_dense() + w.mT @ (middle @ w)
