@@ -353,8 +353,14 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         m, m_new, b, k = Z.size(-2), new_Z.size(-2), self._train_X.size(0), self._memory_X.size(0)
         prior = self.forward(torch.cat([Z, new_Z, self._train_X, self._memory_X, X_new]))
         start = m + m_new  # columns: Z | new_Z | batch | memory | new batch
-        rows = prior.lazy_covariance_matrix[..., :start, :].to_dense()  # shape: (M + M', N)
         held = slice(start, start + b + k)  # the batch, then the memory
+        covar = prior.lazy_covariance_matrix
+        if covar.size(-1) <= 2 * start:  # few data (BO): the whole matrix at most doubles the work, and one call
+            covar = covar.to_dense()
+            rows, held_diag = covar[:start], covar.diagonal()[held]
+        else:
+            rows = covar[..., :start, :].to_dense()  # shape: (M + M', N)
+            held_diag = None
         k_old, k_new = rows[:m, held], rows[m:, held]  # K(Z, held), K(new_Z, held)
         held_Y = torch.cat([self._train_Y_flat, self._memory_Y])
         held_resid = held_Y - prior.mean[held]
@@ -372,7 +378,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         def variance(index: Tensor) -> Tensor:  # marginal variances of q(f) at held points
             if not factors:
                 factors.append(_whitened(chol, l1, 0.5 * (L2 + L2.mT))[0])
-                factors.append(prior.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1)[held])
+                factors.append(covar.diagonal(dim1=-2, dim2=-1)[held] if held_diag is None else held_diag)
             w = torch.linalg.solve_triangular(chol, k_old[:, index], upper=False)
             v = torch.linalg.solve_triangular(factors[0], w, upper=False)
             return (factors[1][index] - w.pow(2).sum(-2)).clamp_min(0) + v.pow(2).sum(-2)
@@ -461,7 +467,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
                 training.fit(self, epochs=epochs, **fit_options)
             finally:
                 strategy.inducing_points.requires_grad_(z_grad)
-        self.eval()
+            self.eval()
         return self
 
     # ---------------------------------------------------------------------------------------- BoTorch

@@ -26,7 +26,7 @@ from gpytorch import settings
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.utils.memoize import add_to_cache, cached, clear_cache_hook
 from gpytorch.variational import _VariationalDistribution, _VariationalStrategy
-from linear_operator.operators import DenseLinearOperator, DiagLinearOperator, MatmulLinearOperator
+from linear_operator.operators import DenseLinearOperator, DiagLinearOperator, LinearOperator, MatmulLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
@@ -232,18 +232,19 @@ class DualVariationalStrategy(_VariationalStrategy):
         return 0.5 * (inv_c.pow(2).sum((-2, -1)) + m_w.pow(2).sum(-1) - m + logdet_b)
 
     # ------------------------------------------------------------------------------------- predictions
-    def _cross(self, x: Tensor) -> tuple[Tensor, Tensor, MultivariateNormal]:
-        """Prior mean at x, K_Zx and the prior at x."""
+    def _cross(self, x: Tensor) -> tuple[Tensor, Tensor, LinearOperator]:
+        """Prior mean at x, K_Zx and the prior covariance at x, from one prior evaluation at [Z; x]."""
         z = self.inducing_points
         batch = torch.broadcast_shapes(z.shape[:-2], x.shape[:-2])
         z, x = z.expand(*batch, *z.shape[-2:]), x.expand(*batch, *x.shape[-2:])
         m = z.size(-2)
         full = self.model.forward(torch.cat([z, x], dim=-2))
         covar = full.lazy_covariance_matrix
+        if x.size(-2) <= m:  # small x (BO's q-batches): the whole (M + n)^2 block at once, cheaper than slicing
+            covar = covar.to_dense()
+            return full.mean[..., m:], covar[..., :m, m:], DenseLinearOperator(covar[..., m:, m:])
         k_zx = covar[..., :m, m:].to_dense()  # shape: (*batch, M, n)
-        k_xx = covar[..., m:, m:]
-        mean_x = full.mean[..., m:]
-        return mean_x, k_zx, MultivariateNormal(mean_x, k_xx)
+        return full.mean[..., m:], k_zx, covar[..., m:, m:]
 
     def prior_cross(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The prior mean at ``x`` (``*batch x n x d``) and :math:`\mathbf K_{\mathbf Zx}` (``*batch x M x n``)."""
@@ -260,19 +261,18 @@ class DualVariationalStrategy(_VariationalStrategy):
         if x.size(-1) != self.inducing_points.size(-1):
             raise ValueError(f"x has {x.size(-1)} features, the inducing points {self.inducing_points.size(-1)}")
         chol, chol_b, m_w, middle = self._terms()  # middle: B^-1 - I, shape: (*batch, M, M)
-        mean_x, k_zx, prior_x = self._cross(x)
+        mean_x, k_zx, k_xx = self._cross(x)
         w = torch.linalg.solve_triangular(chol, k_zx, upper=False)  # L^-1 K_Zx, shape: (*batch, M, n)
         batch = torch.broadcast_shapes(w.shape[:-2], chol_b.shape[:-2])  # duals may carry fantasy batches
         w = w.expand(*batch, *w.shape[-2:])
         mean = mean_x + (w * m_w.unsqueeze(-1)).sum(-2)
         if self.training and diag:
             v = torch.linalg.solve_triangular(chol_b, w, upper=False)  # C^-1 w
-            k_diag = prior_x.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1)
+            k_diag = k_xx.diagonal(dim1=-2, dim2=-1)
             var = (k_diag - w.pow(2).sum(-2)).clamp_min(0) + v.pow(2).sum(-2)
             return MultivariateNormal(mean, DiagLinearOperator(var))
         if middle is None:  # training, joint covariance asked for
             middle = torch.cholesky_inverse(chol_b) - torch.eye(chol_b.size(-1), dtype=w.dtype, device=w.device)
-        k_xx = prior_x.lazy_covariance_matrix
         if x.size(-2) <= w.size(-2):  # n <= M (e.g. BO's q-batches): dense, at no more than the cost of w
             covar = k_xx.to_dense() + w.mT @ (middle @ w)
             return MultivariateNormal(mean, DenseLinearOperator(covar.expand(*batch, *covar.shape[-2:])))
@@ -290,10 +290,10 @@ class DualVariationalStrategy(_VariationalStrategy):
         """
         self._clear_cache()  # hyperparameters may have moved since the last call
         chol, chol_b, m_w, _ = self._terms()
-        mean_x, k_zx, prior_x = self._cross(x)
+        mean_x, k_zx, k_xx = self._cross(x)
         w = torch.linalg.solve_triangular(chol, k_zx, upper=False)
         v = torch.linalg.solve_triangular(chol_b, w, upper=False)
-        k_diag = prior_x.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1)
+        k_diag = k_xx.diagonal(dim1=-2, dim2=-1)
         var = (k_diag - w.pow(2).sum(-2)).clamp_min(0) + v.pow(2).sum(-2)
         return mean_x + (w * m_w.unsqueeze(-1)).sum(-2), var, mean_x
 
