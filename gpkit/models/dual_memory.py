@@ -70,7 +70,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     :meth:`update` adds the new inputs to them (the duals carried exactly, the old sites lying in their span),
     so a stream (or a BO loop) stays the exact GP at fixed hyperparameters until ``num_inducing`` is reached. BoTorch's ``condition_on_observations`` / ``fantasize`` add the new
     points' sites in one step (no refit); for a Gaussian likelihood this is the exact update with fixed
-    inducing points.
+    inducing points. With a ``GaussianLikelihood`` (sites independent of ``q``) :meth:`update` takes a closed-form
+    path with one prior evaluation, and conditioning reuses the prior at the inducing points; in eval mode the
+    strategy keeps its prediction caches across calls (see :class:`~gpkit.variational.DualVariationalStrategy`).
 
     :param train_X: ``n x d`` inputs (the first batch).
     :param train_Y: ``n x 1`` (or ``n``) targets.
@@ -474,7 +476,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     def _condition(self, X: Tensor, Y: Tensor, noise: Tensor | None):
         """BoTorch conditioning hook (model-space ``X`` ``*batch x q x d``, ``Y`` and ``noise`` ``*batch' x q x 1``):
         a copy with the new points' sites added in one undamped step, hyperparameters and inducing points
-        fixed (exact for a Gaussian likelihood). Batch shapes broadcast (BoTorch fantasies)."""
+        fixed (exact for a Gaussian likelihood). Batch shapes broadcast (BoTorch fantasies: one batched projection).
+        The copy shares this model's prior at the inducing points (same Z and hyperparameters), so its first
+        prediction makes no kernel call there; a Gaussian likelihood needs only the prior at ``X``, not ``q(f)``."""
         inputs, targets = X, Y.squeeze(-1)
         noise = None if noise is None else noise.squeeze(-1)
         self.eval()
