@@ -13,13 +13,19 @@ from botorch.models.transforms.outcome import OutcomeTransform
 from botorch.utils.types import DEFAULT
 from gpytorch.likelihoods import GaussianLikelihood, Likelihood
 from gpytorch.likelihoods.gaussian_likelihood import _GaussianLikelihoodBase
+from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from gpkit.models._checks import check_training_data
 from gpkit.models.base import VariationalGPModel, default_likelihood
 from gpkit.variational.dual_memory import bayesian_leverage_scores, select_inducing_points, select_memory
-from gpkit.variational.dual_sites import damped_site_step, site_parameters
-from gpkit.variational.dual_variational_strategy import DualVariationalDistribution, DualVariationalStrategy
+from gpkit.variational.dual_sites import MIN_CURVATURE, damped_site_step, site_parameters
+from gpkit.variational.dual_variational_strategy import (
+    DualVariationalDistribution,
+    DualVariationalStrategy,
+    _whitened,
+    project_sites,
+)
 
 __all__ = ["DualMemoryGP"]
 
@@ -64,7 +70,9 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
     :meth:`update` adds the new inputs to them (the duals carried exactly, the old sites lying in their span),
     so a stream (or a BO loop) stays the exact GP at fixed hyperparameters until ``num_inducing`` is reached. BoTorch's ``condition_on_observations`` / ``fantasize`` add the new
     points' sites in one step (no refit); for a Gaussian likelihood this is the exact update with fixed
-    inducing points.
+    inducing points. With a ``GaussianLikelihood`` (sites independent of ``q``) :meth:`update` takes a closed-form
+    path with one prior evaluation, and conditioning reuses the prior at the inducing points; in eval mode the
+    strategy keeps its prediction caches across calls (see :class:`~gpkit.variational.DualVariationalStrategy`).
 
     :param train_X: ``n x d`` inputs (the first batch).
     :param train_Y: ``n x 1`` (or ``n``) targets.
@@ -279,16 +287,12 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         strategy = self.variational_strategy
         self._sync()
         old_mem_X, old_mem_Y = self._memory_X, self._memory_Y
-        keep = torch.zeros(0, dtype=torch.long, device=self._train_X.device)
-        u = self._memory_u[:0]
-        if self.memory_per_batch:
+
+        def marginals():
             mean, var, prior_mean = strategy.marginals(self._train_X)
-            _, beta = site_parameters(self.likelihood, mean, var, prior_mean, self._train_Y_flat)
-            scores = bayesian_leverage_scores(var, beta)
-            keep = select_memory(scores, self.memory_per_batch, self._generator)
-            # inclusion probability of a draw of k without replacement, to first order: min(1, k p_i)
-            p = scores / scores.sum() if scores.sum() > 0 else torch.full_like(scores, 1 / scores.numel())
-            u = 1 / (keep.numel() * p[keep]).clamp(1e-3, 1)
+            return var, site_parameters(self.likelihood, mean, var, prior_mean, self._train_Y_flat)[1]
+
+        keep, u = self._draw_memory(marginals)
         mem_X = torch.cat([old_mem_X, self._train_X[keep]])
         mem_Y = torch.cat([old_mem_Y, self._train_Y_flat[keep]])
         mem_u = torch.cat([self._memory_u, u])
@@ -308,6 +312,116 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         self.num_retired = self.num_retired + self._train_X.size(0)
         self._memory_X, self._memory_Y, self._memory_u = mem_X, mem_Y, mem_u
 
+    @torch.no_grad()
+    def _new_inducing_points(self, X_new: Tensor) -> Tensor:
+        """The inducing points after adding ``X_new``: all distinct old ones and new inputs while they number at most
+        ``num_inducing`` (repeated inputs, as BO produces, enter once), else a greedy pivoted-Cholesky choice."""
+        Z = self.variational_strategy.inducing_points.detach()
+        candidates = torch.unique(torch.cat([Z, X_new]), dim=0)
+        if candidates.size(0) <= self.num_inducing:
+            return candidates
+        return select_inducing_points(self.covar_module, candidates, self.num_inducing)
+
+    @property
+    def _closed_form_update(self) -> bool:
+        """Whether :meth:`update` takes the closed-form path :meth:`_gaussian_update` (a ``GaussianLikelihood``,
+        whose sites do not depend on ``q``); set ``_use_closed_form_update = False`` on an instance for the general
+        path (retire, transport, E-step), which gives the same state."""
+        return self._use_closed_form_update and isinstance(self.likelihood, GaussianLikelihood)
+
+    _use_closed_form_update = True
+
+    def _draw_memory(self, marginals) -> tuple[Tensor, Tensor]:
+        """Indices of the current batch kept in memory (leverage-score draw) and their inverse inclusion
+        probabilities; ``marginals()`` (called only when a memory is kept) gives the batch's marginal variances
+        under the current ``q`` and its site precisions."""
+        if not self.memory_per_batch:
+            return torch.zeros(0, dtype=torch.long, device=self._train_X.device), self._memory_u[:0]
+        scores = bayesian_leverage_scores(*marginals())
+        keep = select_memory(scores, self.memory_per_batch, self._generator)
+        # inclusion probability of a draw of k without replacement, to first order: min(1, k p_i)
+        p = scores / scores.sum() if scores.sum() > 0 else torch.full_like(scores, 1 / scores.numel())
+        return keep, 1 / (keep.numel() * p[keep]).clamp(1e-3, 1)
+
+    @torch.no_grad()
+    def _gaussian_update(self, X_new: Tensor, Y_new: Tensor, new_Z: Tensor) -> None:
+        """Retire the batch, move to ``new_Z`` and take the E-step of the new batch and the memory, as the general
+        path of :meth:`update` does, for a ``GaussianLikelihood``: the sites are ``(y - mu) / s2`` and ``1 / s2``
+        whatever ``q``, so every kernel value the update needs comes from one prior evaluation (rows: old and new
+        inducing points; columns: both, the batch, the memory and the new batch), and the new inducing points'
+        prior block becomes the strategy's cached prior (no kernel call at the next prediction)."""
+        strategy = self.variational_strategy
+        Z = strategy.inducing_points.detach()
+        m, m_new, b, k = Z.size(-2), new_Z.size(-2), self._train_X.size(0), self._memory_X.size(0)
+        prior = self.forward(torch.cat([Z, new_Z, self._train_X, self._memory_X, X_new]))
+        start = m + m_new  # columns: Z | new_Z | batch | memory | new batch
+        held = slice(start, start + b + k)  # the batch, then the memory
+        covar = prior.lazy_covariance_matrix
+        if covar.size(-1) <= 2 * start:  # few data (BO): the whole matrix at most doubles the work, and one call
+            covar = covar.to_dense()
+            rows, held_diag = covar[:start], covar.diagonal()[held]
+        else:
+            rows = covar[..., :start, :].to_dense()  # shape: (M + M', N)
+            held_diag = None
+        k_old, k_new = rows[:m, held], rows[m:, held]  # K(Z, held), K(new_Z, held)
+        held_Y = torch.cat([self._train_Y_flat, self._memory_Y])
+        held_resid = held_Y - prior.mean[held]
+        noise = self.likelihood.noise.detach().reshape(-1)[0]
+        # the site precision as site_parameters gives it: -2 d/dv of the expected log density, -1 / (2 s2)
+        beta = -2 * (-0.5 / noise).clamp(max=-MIN_CURVATURE)
+
+        # ---- retire the batch: memory drawn and capped under the current q (at the old inducing points)
+        l1 = self._frozen_lambda1 + self._memory_lambda1 + self._batch_lambda1
+        L2 = self._frozen_Lambda2 + self._memory_Lambda2 + self._batch_Lambda2
+        eye = torch.eye(m, dtype=rows.dtype, device=rows.device)
+        chol = psd_safe_cholesky(0.5 * (rows[:m, :m] + rows[:m, :m].mT) + strategy.jitter_val * eye)
+        factors = []
+
+        def variance(index: Tensor) -> Tensor:  # marginal variances of q(f) at held points
+            if not factors:
+                factors.append(_whitened(chol, l1, 0.5 * (L2 + L2.mT))[0])
+                factors.append(covar.diagonal(dim1=-2, dim2=-1)[held] if held_diag is None else held_diag)
+            w = torch.linalg.solve_triangular(chol, k_old[:, index], upper=False)
+            v = torch.linalg.solve_triangular(factors[0], w, upper=False)
+            return (factors[1][index] - w.pow(2).sum(-2)).clamp_min(0) + v.pow(2).sum(-2)
+
+        keep, u = self._draw_memory(lambda: (variance(torch.arange(b, device=Z.device)), beta.expand(b)))
+        mem = torch.cat([torch.arange(b, b + k, device=Z.device), keep])  # the new memory's columns in `held`
+        mem_u = torch.cat([self._memory_u, u])
+        if mem.numel() > self.memory_size:  # cap: evict the lowest current leverage scores
+            top = bayesian_leverage_scores(variance(mem), beta).argsort(descending=True)[: self.memory_size]
+            mem, mem_u = mem[top], mem_u[top]
+        if mem.numel():
+            new_mem = project_sites(k_old[:, mem], held_resid[mem] / noise, beta.expand(mem.numel()))
+        else:
+            new_mem = (torch.zeros_like(self._memory_lambda1), torch.zeros_like(self._memory_Lambda2))
+        # the total duals (hence q) do not change: whatever leaves batch + memory goes to the frozen part
+        frozen = (self._frozen_lambda1 + self._batch_lambda1 + self._memory_lambda1 - new_mem[0],
+                  self._frozen_Lambda2 + self._batch_Lambda2 + self._memory_Lambda2 - new_mem[1])
+        # ---- move to new_Z with transport_map's A = K_old^-1 K(Z_old, Z_new)
+        a = torch.cholesky_solve(rows[:m, m:start], chol)
+        frozen = strategy.transport(new_Z, *frozen, a)
+        memory = strategy.transport(new_Z, *new_mem, a)
+        # ---- E-step at new_Z (one step: exact for Gaussian sites): the new batch, then the memory
+        resid = Y_new - prior.mean[start + b + k :]
+        zeros = (frozen[0].new_zeros(frozen[0].shape), frozen[1].new_zeros(frozen[1].shape))
+        batch = damped_site_step(
+            zeros, project_sites(rows[m:, start + b + k :], resid / noise, beta.expand(resid.numel())), self.rho)
+        if mem.numel():
+            memory = damped_site_step(
+                memory, project_sites(k_new[:, mem], held_resid[mem] / noise, beta.expand(mem.numel())), self.rho)
+        self.num_retired = self.num_retired + b
+        self._memory_X = torch.cat([self._train_X, self._memory_X])[mem]
+        self._memory_Y, self._memory_u = held_Y[mem], mem_u
+        self._frozen_lambda1, self._frozen_Lambda2 = frozen
+        self._memory_lambda1, self._memory_Lambda2 = memory
+        self._batch_lambda1, self._batch_Lambda2 = batch
+        self._train_X, self._train_Y = X_new, Y_new.reshape(-1, 1)
+        strategy.move_inducing_points(
+            new_Z, duals=(frozen[0] + memory[0] + batch[0], frozen[1] + memory[1] + batch[1]),
+            prior=strategy.jittered_prior(prior.mean[m:start], rows[m:, m:start]),
+        )
+
     def update(self, X_new: Tensor, Y_new: Tensor, epochs: int | None = None, **fit_options) -> DualMemoryGP:
         """Learn from a new batch without revisiting old data beyond the memory.
 
@@ -323,27 +437,25 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
         if hasattr(self, "outcome_transform"):
             Y_new, _ = self.outcome_transform(Y_new, X=X_new)
         self.eval()
-        self._retire_batch()
         strategy = self.variational_strategy
-        Z = strategy.inducing_points.detach()
-        candidates = torch.unique(torch.cat([Z, X_new]), dim=0)  # repeated inputs (BO) enter once
-        # up to num_inducing points (growing while there are fewer, e.g. after an exact start)
-        if candidates.size(0) <= self.num_inducing:  # room for all of them
-            new_Z = candidates
+        new_Z = self._new_inducing_points(X_new)
+        if self._closed_form_update and self._frozen_Lambda2.dim() == 2 and new_Z.dim() == 2:
+            self._gaussian_update(X_new, Y_new.reshape(-1), new_Z)
         else:
-            new_Z = select_inducing_points(self.covar_module, candidates, self.num_inducing)
-        a = strategy.transport_map(new_Z)  # one map for both parts (the batch part is empty after retiring)
-        for part in ("frozen", "memory"):
-            moved = strategy.transport(new_Z, getattr(self, f"_{part}_lambda1"), getattr(self, f"_{part}_Lambda2"), a)
-            setattr(self, f"_{part}_lambda1", moved[0])
-            setattr(self, f"_{part}_Lambda2", moved[1])
-        self._batch_lambda1 = self._frozen_lambda1.new_zeros(self._frozen_lambda1.shape)
-        self._batch_Lambda2 = self._frozen_Lambda2.new_zeros(self._frozen_Lambda2.shape)
-        strategy.move_inducing_points(
-            new_Z, duals=(self._frozen_lambda1 + self._memory_lambda1, self._frozen_Lambda2 + self._memory_Lambda2))
-        self._train_X, self._train_Y = X_new, Y_new.reshape(-1, 1)
+            self._retire_batch()
+            a = strategy.transport_map(new_Z)  # one map for both parts (the batch part is empty after retiring)
+            for part in ("frozen", "memory"):
+                moved = strategy.transport(
+                    new_Z, getattr(self, f"_{part}_lambda1"), getattr(self, f"_{part}_Lambda2"), a)
+                setattr(self, f"_{part}_lambda1", moved[0])
+                setattr(self, f"_{part}_Lambda2", moved[1])
+            self._batch_lambda1 = self._frozen_lambda1.new_zeros(self._frozen_lambda1.shape)
+            self._batch_Lambda2 = self._frozen_Lambda2.new_zeros(self._frozen_Lambda2.shape)
+            strategy.move_inducing_points(
+                new_Z, duals=(self._frozen_lambda1 + self._memory_lambda1, self._frozen_Lambda2 + self._memory_Lambda2))
+            self._train_X, self._train_Y = X_new, Y_new.reshape(-1, 1)
+            self.e_step(steps=1 if self.gaussian else 4)
         self.num_batches += 1
-        self.e_step(steps=1 if self.gaussian else 4)
         epochs = self.update_epochs if epochs is None else epochs
         if epochs:
             from gpkit import training  # at call time (tests may replace gpkit.training.fit)
@@ -357,31 +469,41 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
                 training.fit(self, epochs=epochs, **fit_options)
             finally:
                 strategy.inducing_points.requires_grad_(z_grad)
-        self.eval()
+            self.eval()
         return self
 
     # ---------------------------------------------------------------------------------------- BoTorch
     def _condition(self, X: Tensor, Y: Tensor, noise: Tensor | None):
         """BoTorch conditioning hook (model-space ``X`` ``*batch x q x d``, ``Y`` and ``noise`` ``*batch' x q x 1``):
         a copy with the new points' sites added in one undamped step, hyperparameters and inducing points
-        fixed (exact for a Gaussian likelihood). Batch shapes broadcast (BoTorch fantasies)."""
+        fixed (exact for a Gaussian likelihood). Batch shapes broadcast (BoTorch fantasies: one batched projection).
+        The copy shares this model's prior at the inducing points (same Z and hyperparameters), so its first
+        prediction makes no kernel call there; a Gaussian likelihood needs only the prior at ``X``, not ``q(f)``."""
         inputs, targets = X, Y.squeeze(-1)
         noise = None if noise is None else noise.squeeze(-1)
-        self.variational_strategy.clear_cache()  # cached factors carry autograd graphs
+        self.eval()
+        with torch.no_grad():
+            # the copy keeps Z and the hyperparameters, so its prior at Z is this model's (no kernel call there)
+            strategy = self.variational_strategy
+            prior = strategy.prior_distribution if strategy.keeps_test_caches() else None
+        self.variational_strategy.clear_cache()  # not copied: the copy's duals change
         model = copy.deepcopy(self)
-        model.eval()
         strategy = model.variational_strategy
         with torch.no_grad():
-            mean, var, prior_mean = strategy.marginals(inputs)
-            if self.gaussian:
+            if self.gaussian:  # the sites do not depend on q: one prior evaluation (mean at X, K_ZX)
+                prior_mean, k_zx = strategy.prior_cross(inputs)
                 if noise is None:
                     noise = model.likelihood.noise.detach().reshape(-1)[0]
                 site1 = (targets - prior_mean) / noise
-                beta = (1 / noise).expand(site1.shape)
+                l1, l2 = project_sites(k_zx, site1, (1 / noise).expand(site1.shape))
             else:
-                site1, beta = site_parameters(model.likelihood, mean, var, prior_mean, targets)
-            l1, l2 = strategy.project_sites(inputs, site1, beta)
+                mean, var, prior_mean = strategy.marginals(inputs)
+                l1, l2 = strategy.project_sites(inputs, *site_parameters(model.likelihood, mean, var, prior_mean, targets))
             model._frozen_lambda1 = model._frozen_lambda1 + l1
             model._frozen_Lambda2 = model._frozen_Lambda2 + l2
-            model._sync()
+            strategy.set_duals(
+                model._frozen_lambda1 + model._memory_lambda1 + model._batch_lambda1,
+                model._frozen_Lambda2 + model._memory_Lambda2 + model._batch_Lambda2,
+                prior=prior,
+            )
         return model

@@ -19,11 +19,14 @@ covariance :math:`\mathbf B^{-1}`; no solve with the possibly ill-conditioned :m
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
+from gpytorch import settings
 from gpytorch.distributions import MultivariateNormal
-from gpytorch.utils.memoize import cached, clear_cache_hook
+from gpytorch.utils.memoize import add_to_cache, cached, clear_cache_hook
 from gpytorch.variational import _VariationalDistribution, _VariationalStrategy
-from linear_operator.operators import DenseLinearOperator, DiagLinearOperator, MatmulLinearOperator
+from linear_operator.operators import DenseLinearOperator, DiagLinearOperator, LinearOperator, MatmulLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
@@ -100,6 +103,13 @@ def _whitened(chol: Tensor, lambda1: Tensor, Lambda2: Tensor) -> tuple[Tensor, T
     return chol_b, m_w
 
 
+def project_sites(k_zx: Tensor, site1: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`\mathbf K_{\mathbf Zx}\tilde{\boldsymbol\lambda}_1` and :math:`\mathbf K_{\mathbf Zx}\,
+    \mathrm{diag}(\boldsymbol\beta)\,\mathbf K_{x\mathbf Z}` from ``K_Zx`` (``*batch x M x n``) and the sites
+    (``*batch x n``): :meth:`DualVariationalStrategy.project_sites` for a cross-covariance already evaluated."""
+    return (k_zx @ site1.unsqueeze(-1)).squeeze(-1), (k_zx * beta.unsqueeze(-2)) @ k_zx.mT
+
+
 class DualVariationalStrategy(_VariationalStrategy):
     r"""Sparse variational GP whose :math:`q(\mathbf u)` is given by dual (site) parameters projected on
     the inducing points (t-SVGP, Adam et al. 2021); see the module docstring for the formulas.
@@ -145,14 +155,36 @@ class DualVariationalStrategy(_VariationalStrategy):
         self.variational_params_initialized.fill_(1)  # zero duals = the prior
 
     # ------------------------------------------------------------------------------------------ caches
-    def train(self, mode: bool = True):
-        self._clear_cache()
-        return super().train(mode)
+    # In eval mode with GPyTorch's ``settings.detach_test_caches`` on (its default), the prior at Z and the factors
+    # of q(u) are computed without gradients and kept across predictions (GPyTorch's rule: dropped on ``train()``,
+    # on the switch to eval, and with new duals or inducing points; change hyperparameters in train mode or call
+    # ``train()``/``eval()`` after changing them in eval mode). Otherwise (training, or the setting off) they are
+    # recomputed, with gradients, at every call.
+    def keeps_test_caches(self) -> bool:
+        """Whether the prior at Z and the factors of q(u) are cached across predictions (see above)."""
+        return not self.training and settings.detach_test_caches.on()
 
-    def set_duals(self, lambda1: Tensor, Lambda2: Tensor) -> None:
-        """Replace the duals and drop the cached factors."""
+    def set_duals(self, lambda1: Tensor, Lambda2: Tensor, prior: MultivariateNormal | None = None) -> None:
+        """Replace the duals and drop the cached factors.
+
+        :param prior: what :attr:`prior_distribution` is at the current inducing points and hyperparameters (jitter
+            included), when the caller has it already, e.g. a copy of an unchanged model or a block of a larger prior
+            evaluation (see :meth:`jittered_prior`): it becomes the cached prior, so the next prediction makes no kernel
+            call at the inducing points. Without gradients; dropped like any cache (``train()``, new duals).
+        """
         self._variational_distribution.set_duals(lambda1, Lambda2)
         self._clear_cache()
+        if prior is not None:
+            m = self.inducing_points.size(-2)
+            if prior.event_shape != (m,):
+                raise ValueError(f"prior must be over the {m} inducing points, got event shape {tuple(prior.event_shape)}")
+            add_to_cache(self, "prior_distribution_memo", prior)
+
+    def jittered_prior(self, mean: Tensor, covar: Tensor) -> MultivariateNormal:
+        """:attr:`prior_distribution` from the prior mean (``*batch x M``) and covariance (``*batch x M x M``) at the
+        inducing points, e.g. blocks of a larger prior evaluation: symmetrised, with the strategy's jitter added."""
+        eye = torch.eye(covar.size(-1), dtype=covar.dtype, device=covar.device)
+        return MultivariateNormal(mean, DenseLinearOperator(0.5 * (covar + covar.mT) + self.jitter_val * eye))
 
     @property
     def duals(self) -> tuple[Tensor, Tensor]:
@@ -162,6 +194,10 @@ class DualVariationalStrategy(_VariationalStrategy):
     @property
     @cached(name="prior_distribution_memo")
     def prior_distribution(self) -> MultivariateNormal:
+        with torch.no_grad() if self.keeps_test_caches() else nullcontext():
+            return self._prior_distribution()
+
+    def _prior_distribution(self) -> MultivariateNormal:
         prior = self.model.forward(self.inducing_points)
         covar = prior.lazy_covariance_matrix.to_dense()
         eye = torch.eye(covar.size(-1), dtype=covar.dtype, device=covar.device)
@@ -169,11 +205,16 @@ class DualVariationalStrategy(_VariationalStrategy):
 
     @cached(name="dual_terms_memo")
     def _terms(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(L, C, m)``: chol of K (+ jitter), chol of B and the whitened mean."""
-        chol = psd_safe_cholesky(self.prior_distribution.covariance_matrix)
-        lambda1, Lambda2 = self.duals
-        chol_b, m_w = _whitened(chol, lambda1, Lambda2)
-        return chol, chol_b, m_w
+        """``(L, C, m, B^-1 - I)``: chol of K (+ jitter), chol of B, the whitened mean and the middle factor of the
+        predictive covariance (``None`` in training)."""
+        with torch.no_grad() if self.keeps_test_caches() else nullcontext():
+            chol = psd_safe_cholesky(self.prior_distribution.covariance_matrix)
+            lambda1, Lambda2 = self.duals
+            chol_b, m_w = _whitened(chol, lambda1, Lambda2)
+            if self.training:  # the middle factor serves joint predictions (eval mode) only
+                return chol, chol_b, m_w, None
+            eye = torch.eye(chol_b.size(-1), dtype=chol_b.dtype, device=chol_b.device)
+            return chol, chol_b, m_w, torch.cholesky_inverse(chol_b) - eye
 
     @property
     @cached(name="variational_distribution_memo")
@@ -182,7 +223,7 @@ class DualVariationalStrategy(_VariationalStrategy):
 
     def kl_divergence(self) -> Tensor:
         r""":math:`\mathrm{KL}(q(\mathbf u)\,\|\,p(\mathbf u))`, batch shape of the duals and kernel."""
-        _, chol_b, m_w = self._terms()
+        _, chol_b, m_w, _ = self._terms()
         m = chol_b.size(-1)
         inv_c = torch.linalg.solve_triangular(
             chol_b, torch.eye(m, dtype=chol_b.dtype, device=chol_b.device), upper=False
@@ -191,43 +232,50 @@ class DualVariationalStrategy(_VariationalStrategy):
         return 0.5 * (inv_c.pow(2).sum((-2, -1)) + m_w.pow(2).sum(-1) - m + logdet_b)
 
     # ------------------------------------------------------------------------------------- predictions
-    def _cross(self, x: Tensor) -> tuple[Tensor, Tensor, MultivariateNormal]:
-        """Prior mean at x, K_Zx and the prior at x."""
+    def _cross(self, x: Tensor) -> tuple[Tensor, Tensor, LinearOperator]:
+        """Prior mean at x, K_Zx and the prior covariance at x, from one prior evaluation at [Z; x]."""
         z = self.inducing_points
         batch = torch.broadcast_shapes(z.shape[:-2], x.shape[:-2])
         z, x = z.expand(*batch, *z.shape[-2:]), x.expand(*batch, *x.shape[-2:])
         m = z.size(-2)
         full = self.model.forward(torch.cat([z, x], dim=-2))
         covar = full.lazy_covariance_matrix
+        if x.size(-2) <= m:  # small x (BO's q-batches): the whole (M + n)^2 block at once, cheaper than slicing
+            covar = covar.to_dense()
+            return full.mean[..., m:], covar[..., :m, m:], DenseLinearOperator(covar[..., m:, m:])
         k_zx = covar[..., :m, m:].to_dense()  # shape: (*batch, M, n)
-        k_xx = covar[..., m:, m:]
-        mean_x = full.mean[..., m:]
-        return mean_x, k_zx, MultivariateNormal(mean_x, k_xx)
+        return full.mean[..., m:], k_zx, covar[..., m:, m:]
+
+    def prior_cross(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The prior mean at ``x`` (``*batch x n x d``) and :math:`\mathbf K_{\mathbf Zx}` (``*batch x M x n``)."""
+        mean_x, k_zx, _ = self._cross(x)
+        return mean_x, k_zx
 
     def __call__(self, x: Tensor, prior: bool = False, diag: bool = True, **kwargs) -> MultivariateNormal:
         if prior:
             return self.model.forward(x, **kwargs)
-        if self.training:
+        if not self.keeps_test_caches():
             self._clear_cache()
         if x.dim() == 1:
             x = x.unsqueeze(-1)
         if x.size(-1) != self.inducing_points.size(-1):
             raise ValueError(f"x has {x.size(-1)} features, the inducing points {self.inducing_points.size(-1)}")
-        chol, chol_b, m_w = self._terms()
-        mean_x, k_zx, prior_x = self._cross(x)
+        chol, chol_b, m_w, middle = self._terms()  # middle: B^-1 - I, shape: (*batch, M, M)
+        mean_x, k_zx, k_xx = self._cross(x)
         w = torch.linalg.solve_triangular(chol, k_zx, upper=False)  # L^-1 K_Zx, shape: (*batch, M, n)
         batch = torch.broadcast_shapes(w.shape[:-2], chol_b.shape[:-2])  # duals may carry fantasy batches
         w = w.expand(*batch, *w.shape[-2:])
         mean = mean_x + (w * m_w.unsqueeze(-1)).sum(-2)
-        v = torch.linalg.solve_triangular(chol_b, w, upper=False)  # C^-1 w
         if self.training and diag:
-            k_diag = prior_x.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1)
+            v = torch.linalg.solve_triangular(chol_b, w, upper=False)  # C^-1 w
+            k_diag = k_xx.diagonal(dim1=-2, dim2=-1)
             var = (k_diag - w.pow(2).sum(-2)).clamp_min(0) + v.pow(2).sum(-2)
             return MultivariateNormal(mean, DiagLinearOperator(var))
-        m = chol_b.size(-1)
-        eye = torch.eye(m, dtype=w.dtype, device=w.device)
-        middle = torch.cholesky_inverse(chol_b) - eye  # B^-1 - I, shape: (*batch, M, M)
-        k_xx = prior_x.lazy_covariance_matrix
+        if middle is None:  # training, joint covariance asked for
+            middle = torch.cholesky_inverse(chol_b) - torch.eye(chol_b.size(-1), dtype=w.dtype, device=w.device)
+        if x.size(-2) <= w.size(-2):  # n <= M (e.g. BO's q-batches): dense, at no more than the cost of w
+            covar = k_xx.to_dense() + w.mT @ (middle @ w)
+            return MultivariateNormal(mean, DenseLinearOperator(covar.expand(*batch, *covar.shape[-2:])))
         if k_xx.shape[:-2] != batch:
             k_xx = k_xx.expand(*batch, *k_xx.shape[-2:])
         covar = k_xx + MatmulLinearOperator(w.mT, middle @ w)
@@ -241,11 +289,11 @@ class DualVariationalStrategy(_VariationalStrategy):
         :return: ``(mean, variance, prior_mean)``, each ``*batch x n``.
         """
         self._clear_cache()  # hyperparameters may have moved since the last call
-        chol, chol_b, m_w = self._terms()
-        mean_x, k_zx, prior_x = self._cross(x)
+        chol, chol_b, m_w, _ = self._terms()
+        mean_x, k_zx, k_xx = self._cross(x)
         w = torch.linalg.solve_triangular(chol, k_zx, upper=False)
         v = torch.linalg.solve_triangular(chol_b, w, upper=False)
-        k_diag = prior_x.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1)
+        k_diag = k_xx.diagonal(dim1=-2, dim2=-1)
         var = (k_diag - w.pow(2).sum(-2)).clamp_min(0) + v.pow(2).sum(-2)
         return mean_x + (w * m_w.unsqueeze(-1)).sum(-2), var, mean_x
 
@@ -261,10 +309,15 @@ class DualVariationalStrategy(_VariationalStrategy):
         :return: ``(*batch x M, *batch x M x M)``.
         """
         _, k_zx, _ = self._cross(x)
-        return (k_zx @ site1.unsqueeze(-1)).squeeze(-1), (k_zx * beta.unsqueeze(-2)) @ k_zx.mT
+        return project_sites(k_zx, site1, beta)
 
     @torch.no_grad()
-    def move_inducing_points(self, new_inducing_points: Tensor, duals: tuple[Tensor, Tensor] | None = None) -> None:
+    def move_inducing_points(
+        self,
+        new_inducing_points: Tensor,
+        duals: tuple[Tensor, Tensor] | None = None,
+        prior: MultivariateNormal | None = None,
+    ) -> None:
         r"""Move the inducing points to ``new_inducing_points`` (``M' x d``, any :math:`M'`) and carry the
         duals along with :math:`\mathbf A = \mathbf K_{\mathrm{old}}^{-1}\mathbf K(\mathbf Z_{\mathrm{old}},
         \mathbf Z_{\mathrm{new}})`: :math:`\boldsymbol\lambda_1 \leftarrow \mathbf A^\top\boldsymbol\lambda_1`,
@@ -274,6 +327,7 @@ class DualVariationalStrategy(_VariationalStrategy):
 
         :param duals: the duals already carried to ``new_inducing_points`` (e.g. by :meth:`transport_map`), to
             skip carrying them again.
+        :param prior: the :attr:`prior_distribution` at ``new_inducing_points`` (see :meth:`set_duals`).
         """
         lambda1, Lambda2 = self.transport(new_inducing_points, *self.duals) if duals is None else duals
         new_inducing_points = new_inducing_points.to(self.inducing_points)
@@ -287,7 +341,7 @@ class DualVariationalStrategy(_VariationalStrategy):
             self._variational_distribution.num_inducing_points = new_inducing_points.size(-2)
             self._variational_distribution.lambda1 = lambda1.new_zeros(lambda1.shape)
             self._variational_distribution.Lambda2 = Lambda2.new_zeros(Lambda2.shape)
-        self.set_duals(lambda1, Lambda2)
+        self.set_duals(lambda1, Lambda2, prior=prior)
 
     @torch.no_grad()
     def transport(

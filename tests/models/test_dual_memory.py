@@ -1,5 +1,6 @@
 """DualMemoryGP: exact limits after training, streaming updates with a memory, BoTorch conditioning, bad inputs."""
 
+import copy
 import math
 
 import gpytorch
@@ -148,23 +149,26 @@ def test_streaming_with_memory_fits():
     assert rmse < 0.1 and nlpd < -0.4  # f has std ~1, noise std 0.1: the noise must have been learned
 
 
-def test_update_touches_only_batch_and_memory_and_costs_the_same(monkeypatch):
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_update_touches_only_batch_and_memory_and_costs_the_same(monkeypatch, closed_form):
     X, Y = _data(400, seed=2)
     model = DualMemoryGP(X[:40], Y[:40], num_inducing=20, memory_size=15, memory_per_batch=5, update_epochs=2)
+    model._use_closed_form_update = closed_form
     sizes = []
-    original = model.variational_strategy.marginals
+    original = model.forward
 
-    def spy(x):
+    def spy(x):  # every prior evaluation (the strategy's and the closed-form update's)
         sizes.append(x.size(-2))
         return original(x)
 
-    monkeypatch.setattr(model.variational_strategy, "marginals", spy)
+    monkeypatch.setattr(model, "forward", spy)
     per_update = []
     for i in range(1, 10):
         sizes.clear()
         model.update(X[40 * i : 40 * (i + 1)], Y[40 * i : 40 * (i + 1)])
         per_update.append(list(sizes))
-        assert max(sizes) <= 40 + 15  # the batch and the memory, never the old data
+        # old and new inducing points, the batch, the memory and the new batch, never the old data
+        assert sizes and max(sizes) <= 2 * 20 + 40 + 15 + 40
         assert model.train_inputs[0].size(0) <= 40 + 15
     assert model.memory[0].size(0) == 15  # capped
     assert per_update[-1] == per_update[3]  # the same work for the 10th batch as for the 5th
@@ -343,3 +347,79 @@ def test_default_stream_stays_close_to_the_offline_fit():
         pred = exact.likelihood(exact(Xt))
     # noise std 0.1: the best possible NLPD is about -0.88
     assert streamed < -0.65 and streamed < nlpd(pred.mean, pred.variance) + 0.2
+
+
+_STATE = ("_frozen_lambda1", "_frozen_Lambda2", "_memory_lambda1", "_memory_Lambda2", "_batch_lambda1", "_batch_Lambda2",
+          "_memory_X", "_memory_Y", "_memory_u", "num_retired")
+
+
+@pytest.mark.parametrize("options", [
+    dict(num_inducing=20, memory_size=15, memory_per_batch=5),  # greedy inducing points, memory capped
+    dict(num_inducing=100, memory_size=100),  # exact: the inducing points grow (a BO loop)
+    dict(num_inducing=25, memory_size=0),
+    dict(num_inducing=30, memory_size=40, memory_per_batch=8, rho=0.5),  # damped E-steps
+])
+def test_closed_form_update_equals_the_general_path(options):
+    """The closed-form Gaussian path of ``update`` (one prior evaluation, the new prior handed to the strategy's cache)
+    gives the state of the general path (retire, transport, E-step), and its cached prior is the prior."""
+    X, Y = _data(200, seed=4)
+    fast = DualMemoryGP(X[:30], Y[:30], update_epochs=0, **options)
+    gpkit.fit(fast, epochs=10, progress=False)
+    slow = copy.deepcopy(fast)
+    slow._use_closed_form_update = False
+    start = 30
+    for size in (10, 25, 1, 40, 3):
+        for model in (fast, slow):
+            model.update(X[start : start + size], Y[start : start + size])
+        start += size
+    for name in _STATE:
+        assert torch.allclose(getattr(fast, name), getattr(slow, name), rtol=1e-8, atol=1e-9), name
+    assert torch.equal(fast.variational_strategy.inducing_points, slow.variational_strategy.inducing_points)
+    Xs = torch.rand(9, 2, dtype=torch.float64)
+    cached = fast.posterior(Xs)  # from the prior the update handed over
+    fast.variational_strategy.clear_cache()
+    for post in (slow.posterior(Xs), fast.posterior(Xs)):
+        assert torch.allclose(cached.mean, post.mean, rtol=1e-8, atol=1e-9)
+        assert torch.allclose(cached.covariance_matrix, post.covariance_matrix, rtol=1e-8, atol=1e-10)
+
+
+def test_predictions_cache_the_factors_until_train_or_new_duals(exact_pair):
+    """In eval mode the prior at Z and the factors of q(u) are kept across predictions (detached, GPyTorch's
+    detach_test_caches); a conditioned copy reuses the prior, and train()/eval() drops the cache."""
+    model = copy.deepcopy(exact_pair[0])
+    Xs = torch.rand(6, 2, dtype=torch.float64)
+    strategy = model.variational_strategy
+    first = model.posterior(Xs)
+    calls = []
+    original = model.forward
+    model.forward = lambda x: calls.append(x.size(-2)) or original(x)
+    again = model.posterior(Xs)
+    assert calls == [strategy.inducing_points.size(-2) + 6]  # only the cross block: no evaluation at Z alone
+    assert torch.equal(first.mean, again.mean)
+    cond = model.condition_on_observations(Xs[:2], torch.zeros(2, 1, dtype=torch.float64))
+    cached = cond.posterior(Xs)
+    cond.variational_strategy.clear_cache()
+    fresh = cond.posterior(Xs)
+    assert torch.allclose(cached.mean, fresh.mean, atol=1e-10)
+    assert torch.allclose(cached.covariance_matrix, fresh.covariance_matrix, atol=1e-10)
+    model.forward = original
+    model.posterior(Xs)  # cached again (conditioning dropped the base model's cache before copying it)
+    model.covar_module.base_kernel.lengthscale = model.covar_module.base_kernel.lengthscale * 2
+    model.train()
+    model.eval()
+    refreshed = model.posterior(Xs)
+    strategy.clear_cache()
+    assert torch.allclose(refreshed.mean, model.posterior(Xs).mean, atol=1e-10)  # not the old prior at Z
+    assert not torch.allclose(refreshed.mean, first.mean, atol=1e-4)
+
+
+def test_small_q_batches_get_the_same_covariance_as_large_ones(exact_pair):
+    """q-batches with q <= M get a dense predictive covariance, larger ones a lazy one: the same matrix."""
+    model = exact_pair[0]
+    m = model.variational_strategy.inducing_points.size(-2)
+    Xs = torch.rand(m + 5, 2, dtype=torch.float64)
+    joint = model.posterior(Xs).covariance_matrix
+    small = model.posterior(Xs[:4]).covariance_matrix
+    assert torch.allclose(small, joint[:4, :4], rtol=1e-8, atol=1e-12)
+    batched = model.posterior(Xs[:6].reshape(3, 2, 2)).covariance_matrix
+    assert torch.allclose(batched[1], joint[2:4, 2:4], rtol=1e-8, atol=1e-12)
