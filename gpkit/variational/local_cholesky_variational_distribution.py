@@ -13,6 +13,9 @@ from gpkit.variational.gather import gather_rows
 
 __all__ = ["LocalCholeskyVariationalDistribution"]
 
+# largest table (active sets x M entries) that _positions builds; beyond it, a binary search
+_TABLE_SIZE = 2**22
+
 
 class LocalCholeskyVariationalDistribution(_VariationalDistribution):
     r"""Mean and sparse lower-triangular factor from which SWSGP builds each input's :math:`q(\mathbf u_A)`.
@@ -169,10 +172,9 @@ class LocalCholeskyVariationalDistribution(_VariationalDistribution):
             diag = torch.where(mask, diag, torch.ones_like(diag))
         if k == 0 or s < 2:
             return rows[..., 0], torch.diag_embed(diag)
-        # stored entry (a, slot) sits in column b of the block if A[b] == its column: search the sorted A
+        # stored entry (a, slot) sits in column b of the block if A[b] == its column
         cols = self._cols[index].reshape(*index.shape[:-1], s * k)  # shape: (..., S K)
-        b = torch.searchsorted(index, cols).clamp_max(s - 1)  # first match, so never a padding duplicate
-        found = index.gather(-1, b) == cols
+        b, found = _positions(index, cols, self.num_inducing)
         a = torch.arange(s, device=index.device).repeat_interleave(k)  # shape: (S K,)
         if mask is not None:
             found = found & mask[..., a]
@@ -213,3 +215,24 @@ class LocalCholeskyVariationalDistribution(_VariationalDistribution):
             self.log_diag.copy_(chol.diagonal().log())
             values = chol[rows, self.factor_index]
             self.off_diag.copy_(torch.where(self.factor_mask, values, torch.zeros_like(values)))
+
+
+def _positions(index: Tensor, cols: Tensor, num_inducing: int) -> tuple[Tensor, Tensor]:
+    """Where the entries of ``cols`` (..., C) (inducing indices, -1 for none) first occur in the active
+    sets ``index`` (..., S) (sorted ascending, padding repeats the largest entry): ``(b, found)``, both
+    (..., C); ``b`` is in ``[0, S)`` and meaningful where ``found``.
+
+    Up to ``_TABLE_SIZE`` entries, a table of each set's positions over all ``M`` inducing points (one
+    scatter, one gather); larger batches (e.g. a test set at large ``M``) use ``torch.searchsorted``: the
+    same result, an order of magnitude slower on the CPU.
+    """
+    s = index.size(-1)
+    if index[..., 0].numel() * num_inducing > _TABLE_SIZE:
+        b = torch.searchsorted(index, cols).clamp_max(s - 1)  # first match, so never a padding duplicate
+        return b, index.gather(-1, b) == cols
+    slots = torch.arange(s, device=index.device).expand_as(index)
+    # the smallest slot per inducing index: the first match, so never a padding duplicate; s = not in the set
+    table = torch.full((*index.shape[:-1], num_inducing), s, dtype=torch.long, device=index.device)
+    table.scatter_reduce_(-1, index, slots, reduce="amin")
+    b = table.gather(-1, cols.clamp_min(0))
+    return b.clamp_max(s - 1), (b < s) & (cols >= 0)

@@ -251,3 +251,38 @@ def test_bad_arguments():
         LocalCholeskyVariationalDistribution(0, 3)
     with pytest.raises(ValueError, match="pattern"):
         q.load_dense(torch.ones(10, 10).tril())
+
+
+def test_position_table_matches_binary_search(monkeypatch):
+    """LocalCholeskyVariationalDistribution.local finds stored columns with a position table (small batches)
+    or a binary search (large ones): the same blocks, padding and gradients either way."""
+    from gpkit.variational import local_cholesky_variational_distribution as lcvd
+
+    g = torch.Generator().manual_seed(0)
+    M, K = 60, 6
+    q = LocalCholeskyVariationalDistribution(M, K)
+    q.set_pattern(torch.rand(M, 2, generator=g))
+    with torch.no_grad():
+        q.off_diag.copy_(torch.randn(q.off_diag.shape, generator=g))
+        q.log_diag.copy_(torch.randn(M, generator=g))
+    # three active sets of 8 (sorted): the first holds rows 0-2 (whose unused slots point at no column),
+    # the last has padding (its largest entry repeated) masked out
+    index = torch.stack([torch.randperm(M, generator=g)[:8].sort().values for _ in range(3)]).view(3, 1, 8)
+    index[0, 0] = torch.cat([torch.arange(3), torch.randperm(M - 3, generator=g)[:5].sort().values + 3])
+    index[2, 0, 5:] = index[2, 0, 4]
+    mask = torch.ones(3, 1, 8, dtype=torch.bool)
+    mask[2, 0, 5:] = False
+    weights = torch.randn(3, 1, 8, 8, generator=g)
+    out = {}
+    for name, size in (("table", lcvd._TABLE_SIZE), ("search", 0)):
+        monkeypatch.setattr(lcvd, "_TABLE_SIZE", size)
+        q.zero_grad()
+        mean, factor = q.local(index, mask)
+        (factor * weights).sum().backward()
+        out[name] = (mean.detach(), factor.detach(), q.local_rows.grad.clone())
+    for a, b in zip(out["table"], out["search"]):
+        assert torch.equal(a, b)
+    dense = q.to_dense().detach()
+    for i in range(2):  # the unpadded sets are sub-blocks of the full factor
+        assert torch.equal(out["table"][1][i, 0], dense[index[i, 0]][:, index[i, 0]])
+    assert int(out["table"][1].tril(-1).ne(0).sum()) > 0  # stored off-diagonal entries were found
