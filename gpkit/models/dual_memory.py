@@ -23,7 +23,7 @@ from gpkit.variational.dual_sites import MIN_CURVATURE, damped_site_step, site_p
 from gpkit.variational.dual_variational_strategy import (
     DualVariationalDistribution,
     DualVariationalStrategy,
-    _whitened,
+    whitened_duals,
     project_sites,
 )
 
@@ -379,7 +379,7 @@ class DualMemoryGP(VariationalGPModel, FantasizeMixin):
 
         def variance(index: Tensor) -> Tensor:  # marginal variances of q(f) at held points
             if not factors:
-                factors.append(_whitened(chol, l1, 0.5 * (L2 + L2.mT))[0])
+                factors.append(whitened_duals(chol, l1, 0.5 * (L2 + L2.mT))[0])
                 factors.append(covar.diagonal(dim1=-2, dim2=-1)[held] if held_diag is None else held_diag)
             w = torch.linalg.solve_triangular(chol, k_old[:, index], upper=False)
             v = torch.linalg.solve_triangular(factors[0], w, upper=False)

@@ -82,7 +82,7 @@ class DualVariationalDistribution(_VariationalDistribution):
     def forward(self, prior_dist: MultivariateNormal) -> MultivariateNormal:
         r""":math:`q(\mathbf u)` given the prior :math:`p(\mathbf u) = \mathcal N(\boldsymbol\mu_Z, \mathbf K)`."""
         chol = psd_safe_cholesky(prior_dist.covariance_matrix)
-        chol_b, m_w = _whitened(chol, self.lambda1, self.Lambda2)
+        chol_b, m_w = whitened_duals(chol, self.lambda1, self.Lambda2)
         mean = prior_dist.mean + (chol @ m_w.unsqueeze(-1)).squeeze(-1)
         root = torch.linalg.solve_triangular(chol_b, chol.mT, upper=False).mT  # L C^-T
         return MultivariateNormal(mean, DenseLinearOperator(root @ root.mT))
@@ -91,7 +91,7 @@ class DualVariationalDistribution(_VariationalDistribution):
         return self.forward(prior_dist)
 
 
-def _whitened(chol: Tensor, lambda1: Tensor, Lambda2: Tensor) -> tuple[Tensor, Tensor]:
+def whitened_duals(chol: Tensor, lambda1: Tensor, Lambda2: Tensor) -> tuple[Tensor, Tensor]:
     """Cholesky factor of B = I + L^-1 Λ2 L^-T and the whitened mean B^-1 L^-1 λ1."""
     m = chol.size(-1)
     a = torch.linalg.solve_triangular(chol, Lambda2, upper=False)  # L^-1 Λ2
@@ -210,7 +210,7 @@ class DualVariationalStrategy(_VariationalStrategy):
         with torch.no_grad() if self.keeps_test_caches() else nullcontext():
             chol = psd_safe_cholesky(self.prior_distribution.covariance_matrix)
             lambda1, Lambda2 = self.duals
-            chol_b, m_w = _whitened(chol, lambda1, Lambda2)
+            chol_b, m_w = whitened_duals(chol, lambda1, Lambda2)
             if self.training:  # the middle factor serves joint predictions (eval mode) only
                 return chol, chol_b, m_w, None
             eye = torch.eye(chol_b.size(-1), dtype=chol_b.dtype, device=chol_b.device)
