@@ -453,7 +453,7 @@ def _carry_large(bench, previous: dict | None) -> None:
     """Part 2 not run here: keep the large-batch rows and notes of the previous bo.json, marked as carried."""
     if not previous:
         return
-    if bench.carry_over(previous, keep=lambda row: row["case"].startswith(_LARGE)):
+    if bench.carry_over(previous, keep=lambda row: row["case"].startswith(_LARGE), notes=False):
         bench.note(f"Large batch (part 2) not rerun here: its rows (marked `run`) and notes are carried over "
                    f"unchanged from the bo.json of {previous['environment']['date']}.")
     for note in previous["notes"]:

@@ -35,7 +35,8 @@ rounds, so that the machine's load hits every C alike; those medians are the cos
 Partial runs of part 1: ``GPKIT_ETGP_SETS=satimage,segment`` runs only those sets (in that order) and
 ``GPKIT_ETGP_SPLITS=0,1`` only those splits of each (replacing the default splits, extra ones included);
 ``GPKIT_ETGP_BASELINES="SVGP (C GPs),LMC (8 GPs)"`` runs those baselines on every set (default: on a CPU all three
-on vowel, the C-GP SVGP elsewhere). With the harness's ``GPKIT_BENCH_KEEP=1`` the rows of cases not rerun are kept
+on vowel, the C-GP SVGP elsewhere); ``GPKIT_ETGP_MAX_TRAIN=full`` trains on the whole training splits (cases
+named "... full training set"; a number sets the subsample size). With the harness's ``GPKIT_BENCH_KEEP=1`` the rows of cases not rerun are kept
 in ``results/etgp.*`` (marked with the run they come from), e.g.
 ``GPKIT_BENCH_KEEP=1 GPKIT_ETGP_PART=accuracy GPKIT_ETGP_SETS=satimage GPKIT_ETGP_SPLITS=0 gpkit bench etgp``.
 The summary notes count only the cases of the invocation that wrote them.
@@ -75,7 +76,7 @@ def _env_list(name: str) -> list[str] | None:
 
 
 def _partial(cfg: dict) -> dict:
-    """GPKIT_ETGP_SETS / GPKIT_ETGP_SPLITS / GPKIT_ETGP_BASELINES (see the module docstring)."""
+    """GPKIT_ETGP_SETS / _SPLITS / _BASELINES / _MAX_TRAIN (see the module docstring)."""
     sets, splits, baselines = (_env_list(f"GPKIT_ETGP_{k}") for k in ("SETS", "SPLITS", "BASELINES"))
     if sets is not None:
         unknown = sorted(set(sets) - set(SETS))
@@ -84,6 +85,11 @@ def _partial(cfg: dict) -> dict:
         cfg["sets"] = tuple(sets)
     if splits is not None:
         cfg["splits"], cfg["extra_splits"] = tuple(int(s) for s in splits), {}
+    max_train = os.environ.get("GPKIT_ETGP_MAX_TRAIN", "").strip().lower()
+    if max_train:  # "full": the whole training split
+        if max_train != "full" and not max_train.isdigit():
+            raise ValueError(f"GPKIT_ETGP_MAX_TRAIN: {max_train!r} is neither a number of points nor 'full'")
+        cfg["max_train"] = None if max_train == "full" else int(max_train)
     if baselines is not None:
         unknown = sorted(set(baselines) - set(BASELINES))
         if unknown:
@@ -177,7 +183,7 @@ def _accuracy_part(bench, cfg) -> dict:
     for name in cfg["sets"]:
         for split in (*cfg["splits"], *cfg.get("extra_splits", {}).get(name, ())):
             Xtr, ytr, Xte, yte, C = _data(name, split, bench, cfg["max_train"])
-            case = f"{name} (split {split})"
+            case = f"{name} (split {split})" if cfg["max_train"] else f"{name} (split {split}, full training set)"
             common = {"n_train": Xtr.size(0), "n_test": Xte.size(0), "C": C, "split": split}
             torch.manual_seed(split)
             if cfg["etgp_epochs"] is None:  # gpkit's defaults

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -122,6 +123,11 @@ class _PeakMemory:
 
 # The stopping rule every benchmark applies to gpkit models and baselines alike when it trains "to
 # convergence": gpkit.fit's tolerance test on the epoch training loss, with a step floor and a cap.
+# the note of a run that carried rows over (GPKIT_BENCH_KEEP=1); never carried itself, in any earlier wording
+CARRIED_ROWS_NOTE = ("Rows with a `run` mark were not produced by this invocation (GPKIT_BENCH_KEEP=1); the mark "
+                     "names the run they come from, and the notes that start with the same mark are that run's.")
+_CARRIED_ROWS_START = CARRIED_ROWS_NOTE.split(";")[0]
+
 CONVERGENCE = {"tol": 1e-4, "patience": 10, "min_steps": 1000, "max_iter": 10000}
 CONVERGENCE_RULE = (
     "trained with gpkit.fit until the best epoch training loss improves by less than 1e-4 (relative) over 10 "
@@ -273,27 +279,39 @@ class Benchmark:
         """A paragraph for the markdown report (setup, cost growth, what did not reproduce)."""
         self.notes.append(text)
 
-    def carry_over(self, previous: dict, keep: Callable[[dict], bool] | None = None) -> int:
+    def carry_over(self, previous: dict, keep: Callable[[dict], bool] | None = None, notes: bool = True) -> int:
         """Add an earlier run's rows (``previous``: its results json) for the (case, method) pairs this run has
         not produced, so a partial rerun does not erase the rest of a table.
 
         Each carried row gets a ``run`` mark naming the run it comes from (its date), or keeps the mark it
-        already has. Call it after this run's own rows are in.
+        already has. The earlier notes come along only for runs that still have a row here, each prefixed with
+        its run's mark, so a run whose rows were all replaced leaves no stale setup notes. Call it after this
+        run's own rows and notes are in.
 
         :param keep: carry only the rows for which ``keep(row)`` is true (default: every row).
+        :param notes: also carry the notes (False: the caller picks the notes it carries).
         :return: how many rows were carried.
         """
         done = {(r["case"], r["method"]) for r in self.rows}
         stamp = f"run {previous['environment']['date'][:16]}"
-        carried = 0
+        carried, runs = 0, set()
         for row in previous["rows"]:
             if (row["case"], row["method"]) in done or (keep is not None and not keep(row)):
                 continue
             rest = {k: v for k, v in row.items() if k not in ("case", "method", "run")}
             self.add(row["case"], row["method"], run=row.get("run", stamp), **rest)
+            runs.add(row.get("run", stamp))
             carried += 1
         order = list(dict.fromkeys(r["case"] for r in self.rows))
         self.rows.sort(key=lambda r: order.index(r["case"]))  # stable: each case's rows stay together, in order
+        if carried and notes:
+            self.notes.append(CARRIED_ROWS_NOTE)
+        for text in previous.get("notes", []) if notes else ():
+            marked = re.match(r"\((run [^)]*)\) ", text)
+            run = marked.group(1) if marked else stamp
+            text = text if marked else f"({stamp}) {text}"
+            if run in runs and _CARRIED_ROWS_START not in text and text not in self.notes:
+                self.notes.append(text)
         return carried
 
     # ------------------------------------------------------------------ reporting
@@ -456,10 +474,8 @@ def run_benchmark(name: str, device: str = "cpu", quick: bool = False, results_d
     earlier = bench.results_path("json")
     earlier = json.loads(earlier.read_text()) if os.environ.get("GPKIT_BENCH_KEEP") == "1" and earlier.is_file() else None
     module.main(bench)
-    if earlier is not None and bench.carry_over(earlier):
-        bench.note("Rows with a `run` mark were not produced by this invocation (GPKIT_BENCH_KEEP=1); the mark names "
-                   "the run they come from, whose setup notes follow.")
-        bench.notes += [n for n in earlier["notes"] if n not in bench.notes]
+    if earlier is not None:
+        bench.carry_over(earlier)
     json_path, md_path = bench.save(bench.results_dir)
     print(bench.markdown())
     print(f"wrote {json_path} and {md_path}")

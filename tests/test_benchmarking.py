@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from gpkit.benchmarking import Benchmark, available_benchmarks, run_benchmark
+from gpkit.benchmarking import CARRIED_ROWS_NOTE, Benchmark, available_benchmarks, run_benchmark
 
 
 def test_measure_records_median_value_and_memory():
@@ -114,7 +114,7 @@ def test_a_partial_rerun_keeps_the_rows_it_did_not_produce(tmp_path, monkeypatch
     assert [(r["case"], r["method"], r["rmse"]) for r in rows] == [("a", "gpkit", 0.5), ("a", "base", 1.5), ("b", "gpkit", 2.0)]
     assert "run" not in rows[0] and rows[2]["run"].startswith("run 20")
     payload = json.loads((tmp_path / "benchmarks" / "results" / "toy.json").read_text())
-    assert len(payload["rows"]) == 3 and "setup one" in payload["notes"]
+    assert len(payload["rows"]) == 3 and f"({rows[2]['run']}) setup one" in payload["notes"]
     # a row carried twice keeps the mark of the run that produced it, not that of the run carrying it
     mark = rows[2]["run"]
     results = tmp_path / "benchmarks" / "results" / "toy.json"
@@ -133,3 +133,27 @@ def test_carry_over_filters_rows():
         {"case": "small", "method": "gpkit", "rmse": 4.0}]}
     assert bench.carry_over(previous, keep=lambda row: row["case"] == "big") == 1
     assert bench.rows[1] == {"case": "big", "method": "gpkit", "rmse": 3.0, "run": "run 2026-01-01T00:00"}
+
+
+def test_carried_notes_name_their_run_and_leave_with_its_rows():
+    """Only runs that still have rows here bring their notes, each marked with its run; the keep note never."""
+    previous = {"environment": {"date": "2026-02-02T00:00:00"},
+                "rows": [{"case": "a", "method": "gpkit", "rmse": 9.0},
+                         {"case": "b", "method": "gpkit", "rmse": 2.0, "run": "run 2026-01-01T00:00"}],
+                "notes": ["setup of the a/b run", "(run 2026-01-01T00:00) setup of the old b run",
+                          "Rows with a `run` mark were not produced by this invocation (GPKIT_BENCH_KEEP=1); old words"]}
+    bench = Benchmark("toy")
+    bench.add("a", "gpkit", rmse=1.0)
+    bench.note("setup today")
+    assert bench.carry_over(previous) == 1  # only "b", of the old run
+    assert bench.notes == ["setup today", CARRIED_ROWS_NOTE, "(run 2026-01-01T00:00) setup of the old b run"]
+    # "b" rerun too: nothing carried, no earlier note left
+    bench = Benchmark("toy")
+    bench.add("a", "gpkit", rmse=1.0)
+    bench.add("b", "gpkit", rmse=1.0)
+    assert bench.carry_over(previous) == 0 and bench.notes == []
+    # "a" carried: the unmarked notes are the previous run's own and get its mark
+    bench = Benchmark("toy")
+    bench.add("b", "gpkit", rmse=1.0)
+    bench.carry_over(previous)
+    assert bench.notes == [CARRIED_ROWS_NOTE, "(run 2026-02-02T00:00) setup of the a/b run"]

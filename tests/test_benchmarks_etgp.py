@@ -53,3 +53,13 @@ def test_converged_is_stopped_before_the_step_cap(etgp_bench):
     assert etgp_bench._converged(object(), 528, 999, {"batch_size": 256}) is True
     assert etgp_bench._converged(object(), 528, 1000, {"batch_size": 256}) is False
     assert etgp_bench._converged(_Model(), 1500, 8, {"epochs": 8}) is None
+
+
+def test_max_train_switch(etgp_bench, monkeypatch):
+    monkeypatch.setenv("GPKIT_ETGP_MAX_TRAIN", "full")
+    assert etgp_bench._partial({**_cfg(), "max_train": 1500})["max_train"] is None
+    monkeypatch.setenv("GPKIT_ETGP_MAX_TRAIN", "4000")
+    assert etgp_bench._partial({**_cfg(), "max_train": 1500})["max_train"] == 4000
+    monkeypatch.setenv("GPKIT_ETGP_MAX_TRAIN", "all")
+    with pytest.raises(ValueError, match="GPKIT_ETGP_MAX_TRAIN"):
+        etgp_bench._partial(_cfg())
