@@ -173,8 +173,9 @@ def _converged(model, n: int, epochs: int, opts: dict) -> bool | None:
     if "epochs" in opts:
         return None
     batches = math.ceil(n / opts.get("batch_size", (getattr(model, "fit_defaults", None) or {}).get("batch_size", BATCH)))
-    cap_epochs = (getattr(model, "fit_defaults", None) or {}).get("epochs", 20)
-    max_steps = max(cap_epochs * batches, _CONVERGE["max_steps"], _CONVERGE["min_steps"])
+    defaults = getattr(model, "fit_defaults", None) or {}
+    cap_epochs = defaults.get("epochs", 20)
+    max_steps = max(cap_epochs * batches, _CONVERGE["max_steps"], defaults.get("min_steps", _CONVERGE["min_steps"]))
     return epochs * batches < max_steps
 
 

@@ -63,3 +63,12 @@ def test_max_train_switch(etgp_bench, monkeypatch):
     monkeypatch.setenv("GPKIT_ETGP_MAX_TRAIN", "all")
     with pytest.raises(ValueError, match="GPKIT_ETGP_MAX_TRAIN"):
         etgp_bench._partial(_cfg())
+
+
+def test_converged_reads_the_models_min_steps(etgp_bench):
+    class Floor:  # ETGP's defaults: a 5000-step floor above the 3000-step cap
+        fit_defaults = {"epochs": 150, "batch_size": 256, "min_steps": 5000}
+
+    # n = 1500: 6 batches per epoch, cap max(900, 3000, 5000) = 5000 steps = 834 epochs
+    assert etgp_bench._converged(Floor(), 1500, 833, {}) is True
+    assert etgp_bench._converged(Floor(), 1500, 834, {}) is False
