@@ -71,7 +71,7 @@ def metrics(probs):
 
 # %% [markdown]
 # ## ETGP
-# `gpkit.fit(model)` alone trains it with good defaults (about 1,500 Adam steps); here we fix the number of
+# `gpkit.fit(model)` alone trains it with good defaults (at least 5,000 Adam steps); here we fix the number of
 # epochs so that both models get the same budget. For the first quarter of the epochs the flow network is
 # frozen (the flows use only their constant parameters): started at the identity, the flows give $f_0$ no
 # gradient while the network's per-class biases have one, and the network would otherwise learn the labels
