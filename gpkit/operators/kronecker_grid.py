@@ -121,12 +121,17 @@ class KroneckerCholesky:
         :param U: Grid values, shape ``(N_1, ..., N_D)``.
         :param crosses: ``crosses[i]`` is :math:`k_i(x_{*i}, \text{grid}_i)`, shape ``(n, N_i)``.
         :return: Predictions, shape ``(n,)``. Costs :math:`O(n N)`.
+
+        Contracted mode by mode with the interpolation weights :math:`k_i(x_{*i}, \cdot) K_i^{-1}` (as the
+        derivative operators are): forming :math:`K^{-1}U` first lost accuracy on ill-conditioned 3-D grids (a
+        32^3 Poisson solution, 3e-4 from the truth on the grid, was predicted 1.5e-2 from it between the points).
         """
-        alpha = self.solve(U)
+        self._check(U)
         n = crosses[0].shape[0]
-        out = crosses[0] @ alpha.reshape(self.sizes[0], -1)  # shape: (n, N_2 ... N_D)
+        weights = [self.conditional_operator(c, i) for i, c in enumerate(crosses)]  # shape: (n, N_i) each
+        out = weights[0] @ U.reshape(self.sizes[0], -1)  # shape: (n, N_2 ... N_D)
         for i in range(1, len(self.sizes)):
-            out = (out.reshape(n, self.sizes[i], -1) * crosses[i].unsqueeze(-1)).sum(1)
+            out = (out.reshape(n, self.sizes[i], -1) * weights[i].unsqueeze(-1)).sum(1)
         return out.reshape(n)
 
     def to_linear_operator(self) -> KroneckerProductLinearOperator:

@@ -502,19 +502,19 @@ class KroneckerPDESolver(torch.nn.Module):
         :param U: Grid values in solution units (default: the current ones)."""
         d, chol = self.problem.dim, self.factorization()
         mids = [(g[1:] + g[:-1]) / 2 for g in (getattr(self, f"grid_{i}") for i in range(d))]
-        alpha = chol.solve(chol.unwhiten(self.W) if U is None else U)
+        U = chol.unwhiten(self.W) if U is None else U
         fields = {}
         for key in self.problem.derivatives:
-            field = alpha
+            field = U  # mode by mode with C_i K_i^{-1} (not K^{-1} U first: see KroneckerCholesky.predict_points)
             for i in range(d):
                 t = (mids[i] - self.lower[i]) / self.widths[i]
                 grid_t = torch.linspace(0, 1, self.sizes[i], dtype=t.dtype, device=t.device)
                 order = key.count(i)
                 cross = self.kernels[i].derivative_covariance(t, grid_t, order1=order)
-                field = mode_product(field, cross / self.widths[i] ** order, i)
+                field = mode_product(field, chol.conditional_operator(cross / self.widths[i] ** order, i), i)
             fields[key] = self.u_scale * field
         Xm = torch.stack(torch.meshgrid(*mids, indexing="ij"), dim=-1)
-        f = self.problem.source(Xm.reshape(-1, d)).reshape(Xm.shape[:-1]).to(alpha)
+        f = self.problem.source(Xm.reshape(-1, d)).reshape(Xm.shape[:-1]).to(U)
         r = self.problem.residual(fields, Xm, f)
         return _rms(r) / self._operator_scale(fields, f)
 
