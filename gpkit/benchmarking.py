@@ -121,13 +121,13 @@ class _PeakMemory:
             self.megabytes = self.rss.megabytes
 
 
-# The stopping rule every benchmark applies to gpkit models and baselines alike when it trains "to
-# convergence": gpkit.fit's tolerance test on the epoch training loss, with a step floor and a cap.
 # the note of a run that carried rows over (GPKIT_BENCH_KEEP=1); never carried itself, in any earlier wording
 CARRIED_ROWS_NOTE = ("Rows with a `run` mark were not produced by this invocation (GPKIT_BENCH_KEEP=1); the mark "
                      "names the run they come from, and the notes that start with the same mark are that run's.")
 _CARRIED_ROWS_START = CARRIED_ROWS_NOTE.split(";")[0]
 
+# The stopping rule every benchmark applies to gpkit models and baselines alike when it trains "to
+# convergence": gpkit.fit's tolerance test on the epoch training loss, with a step floor and a cap.
 CONVERGENCE = {"tol": 1e-4, "patience": 10, "min_steps": 1000, "max_iter": 10000}
 CONVERGENCE_RULE = (
     "trained with gpkit.fit until the best epoch training loss improves by less than 1e-4 (relative) over 10 "
